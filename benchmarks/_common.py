@@ -1,0 +1,38 @@
+"""Shared by the benchmark scripts: provenance (commit, date, hardware, command) and result writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def provenance() -> dict:
+    def git(*args):
+        try:
+            return subprocess.check_output(["git", *args], cwd=RESULTS.parent, text=True, stderr=subprocess.DEVNULL).strip()
+        except Exception:
+            return None
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
+                     "cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def write(name: str, payload: dict, summary_md: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload | {"provenance": provenance()}, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(summary_md.rstrip() + "\n")
+    return path
