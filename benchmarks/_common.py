@@ -16,7 +16,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def provenance() -> dict:
     def git(*args):
         try:
-            return subprocess.check_output(["git", *args], cwd=RESULTS.parent, text=True, stderr=subprocess.DEVNULL).strip()
+            out = subprocess.check_output(["git", *args], cwd=RESULTS.parent, text=True, stderr=subprocess.DEVNULL)
+            return out.strip()
         except Exception:
             return None
 

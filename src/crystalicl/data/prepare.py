@@ -121,7 +121,7 @@ def prepare_source(name: str, split: str, workers: int | None = None, progress: 
 
 def failures(name: str, split: str) -> pd.DataFrame:
     p = prepared_dir(name) / f"{split}.failures.csv"
-    return pd.read_csv(p) if p.exists() else pd.DataFrame(columns=["material_id", "error"])
+    return pd.read_csv(p, dtype=str) if p.exists() else pd.DataFrame(columns=["material_id", "error"])
 
 
 def prepare(name: str, workers: int | None = None, progress: bool = True) -> dict[str, Path]:

@@ -1,0 +1,3 @@
+from crystalicl.cli import main
+
+raise SystemExit(main())
