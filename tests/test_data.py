@@ -74,7 +74,7 @@ def test_prepare_reports_failures_and_resumes_after_interruption(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         prepare.prepare_source("perov5", "test", workers=1, progress=False)
     parts = sorted(os.listdir(tmp_path / "cache" / "prepared" / "perov5" / "test.parts"))
-    assert parts == ["00000.parquet"]  # the finished chunk survived, the broken one left nothing
+    assert parts == ["00000.pkl"]  # the finished chunk survived, the broken one left nothing
     calls["n"] = 100
     path = prepare.prepare_source("perov5", "test", workers=1, progress=False)
     assert calls["n"] == 100 + len(df) - 4  # the first chunk was not redone

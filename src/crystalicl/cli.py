@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -54,6 +55,20 @@ def _decode(a) -> None:
         print(s.to(fmt="cif"))
 
 
+def _instructions_build(a) -> None:
+    from crystalicl.instructions import Mixture, build_dataset
+
+    shots = tuple(int(x) for x in a.shots.split(","))
+    strategies = tuple(a.strategies.split(","))
+    mixture = Mixture(zero_shot=0 in shots, few_shot=a.few_shot if any(shots) else 0, strategies=strategies,
+                      shots=tuple(k for k in shots if k) or (0,), aux=a.aux_fraction if a.aux else 0.0,
+                      shuffle=a.shuffle)
+    out = Path(a.out or f"runs/instructions/{a.dataset}-{a.split}-{a.format}.jsonl")
+    summary = build_dataset(a.dataset, a.split, a.format, mixture, a.seed, a.limit, a.pool, a.workers, out=out)
+    print(json.dumps({k: v for k, v in summary.items() if k != "mixture"}))
+    print(f"wrote {summary['records']} instructions to {out}")
+
+
 def _demo(a) -> None:
     from crystalicl.demo import run
 
@@ -83,6 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=FORMATS, default="sgs")
     q.add_argument("--out", help="output file (CIF, POSCAR, ... by extension); default: CIF on stdout")
     q.set_defaults(func=_decode)
+
+    ins = sub.add_parser("instructions", help="instruction sets").add_subparsers(dest="ins_command", required=True)
+    q = ins.add_parser("build", help="write a JSONL instruction set (zero-/few-shot generation, property task)")
+    q.add_argument("dataset")
+    q.add_argument("--split", default="train")
+    q.add_argument("--format", choices=("sgs", "sgs-wyckoff", "xyz"), default="sgs")
+    q.add_argument("--shots", default="0,1,2,3", help="0 adds zero-shot instructions; others are the K drawn "
+                   "for few-shot ones (default 0,1,2,3)")
+    q.add_argument("--strategies", default="C,F,CF,R", help="selection strategies mixed in few-shot instructions;"
+                   " one strategy alone gives the paper's ablations (R = Rand)")
+    q.add_argument("--few-shot", type=int, default=1, help="few-shot instructions per target (default 1)")
+    q.add_argument("--aux", action=argparse.BooleanOptionalAction, default=True,
+                   help="property-prediction auxiliary task (--no-aux: the noAux ablation)")
+    q.add_argument("--aux-fraction", type=float, default=0.5, help="share of targets with a property task")
+    q.add_argument("--shuffle", action="store_true", help="random demonstration order (ablation)")
+    q.add_argument("--pool", default="train", help="split the demonstrations come from")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--limit", type=int, default=None, help="first N targets only")
+    q.add_argument("--workers", type=int, default=None)
+    q.add_argument("--out", default=None)
+    q.set_defaults(func=_instructions_build)
 
     q = sub.add_parser("demo", help="the end-to-end demonstration run by `make demo`")
     q.add_argument("--dataset", default="perov5")

@@ -8,15 +8,14 @@ symmetrised — reported, never dropped silently). Work is done in chunks writte
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from crystalicl import jobs
 from crystalicl.data import sources
 from crystalicl.symmetry import symmetrize
 from crystalicl.text import sgs, xyz
@@ -85,37 +84,17 @@ def prepare_source(name: str, split: str, workers: int | None = None, progress: 
         return final
     raw = sources.read_source(name, split)
     parts = out / f"{split}.parts"
-    parts.mkdir(exist_ok=True)
-    workers = workers or max(1, min(os.cpu_count() or 1, 8))
-    n_chunks = (len(raw) + CHUNK - 1) // CHUNK
-    todo = [i for i in range(n_chunks) if not (parts / f"{i:05d}.parquet").exists()]
-    props = [c for c in raw.columns if c not in ("material_id", "cif")]
-    bar = tqdm(total=len(raw), desc=f"prepare {name}/{split}", unit="cryst", disable=not progress)
-    bar.update(len(raw) - sum(len(raw.iloc[i * CHUNK:(i + 1) * CHUNK]) for i in todo))
-    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    pool = ctx.Pool(workers) if workers > 1 else None
-    try:
-        for i in todo:
-            chunk = raw.iloc[i * CHUNK:(i + 1) * CHUNK]
-            args = list(zip(chunk["material_id"], chunk["cif"], strict=True))
-            rows = pool.map(_star, args, chunksize=16) if pool else [_star(a) for a in args]
-            df = pd.DataFrame(rows)
-            for c in props + ["cif"]:
-                df[c] = chunk[c].to_numpy()
-            _write_atomic(df, parts / f"{i:05d}.parquet")
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-        if pool:
-            pool.close()
-            pool.join()
-    allrows = pd.concat([pd.read_parquet(parts / f"{i:05d}.parquet") for i in range(n_chunks)], ignore_index=True)
-    failed = allrows[allrows["error"].notna()]
+    args = list(zip(raw["material_id"], raw["cif"], strict=True))
+    rows = jobs.chunked_map(_star, args, parts, chunk=CHUNK, workers=workers,
+                            desc=f"prepare {name}/{split}", progress=progress)
+    df = pd.DataFrame(rows)
+    for c in raw.columns:
+        if c != "material_id":
+            df[c] = raw[c].to_numpy()
+    failed = df[df["error"].notna()]
     failed[["material_id", "error"]].to_csv(out / f"{split}.failures.csv", index=False)
-    _write_atomic(allrows[allrows["error"].isna()].drop(columns="error").reset_index(drop=True), final)
-    for p in parts.iterdir():
-        p.unlink()
-    parts.rmdir()
+    _write_atomic(df[df["error"].isna()].drop(columns="error").reset_index(drop=True), final)
+    jobs.clear(parts)
     return final
 
 

@@ -1,0 +1,150 @@
+"""Choosing K demonstrations from a pool: the C, F, CF and R strategies of CrystalICL (SPEC §2).
+
+- ``C`` (condition): pool crystals with the target's anonymised formula (CaTiO3 → ABC3) and space group,
+  ranked by the summed standardised absolute difference of the continuous conditions (ties and the
+  no-continuous case broken at random);
+- ``F`` (fingerprint): a random anchor and its K−1 nearest pool neighbours (Euclidean distance of CrystalNN
+  fingerprints);
+- ``CF``: a random anchor among the condition-matched crystals and its K−1 nearest neighbours among them;
+- ``R``: K random crystals.
+Demonstrations are ordered most relevant first (C: best rank first; F/CF: anchor first); ``shuffle``
+gives the ablation's random order. The target itself is never a demonstration.
+
+Fallback when the condition filter finds fewer than K (deterministic, recorded in ``fallback``): drop the
+space-group filter (``relaxed-space-group``), then the formula filter too (``relaxed-formula``), keeping
+the stricter matches first. F/CF use random crystals in place of neighbours lacking a fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+import pandas as pd
+
+from crystalicl.conditions import CONTINUOUS
+
+STRATEGIES = ("C", "F", "CF", "R")
+
+
+@cache
+def anonymized_formula(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).anonymized_formula
+
+
+@dataclass
+class Selection:
+    indices: list[int]
+    strategy: str
+    fallback: str | None = None
+
+
+@dataclass
+class Pool:
+    """Candidate demonstrations: a frame of properties and texts, with optional structure fingerprints."""
+
+    frame: pd.DataFrame  # material_id, formula, space_group, continuous properties, text columns
+    fingerprints: np.ndarray | None = None  # (n, d); NaN rows have no fingerprint
+    _anon: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.frame = self.frame.reset_index(drop=True)
+        self._anon = np.array([anonymized_formula(f) for f in self.frame["formula"]])
+        self._sg = self.frame["space_group"].to_numpy()
+        self._ids = self.frame["material_id"].astype(str).to_numpy()
+        self._id_index = {m: i for i, m in enumerate(self._ids)}
+        self._scale = {c: float(np.nanstd(self.frame[c])) or 1.0 for c in CONTINUOUS if c in self.frame}
+        if self.fingerprints is not None:
+            fp = np.asarray(self.fingerprints, float)
+            self._has_fp = ~np.isnan(fp).any(axis=1)
+            self._fp = np.nan_to_num(fp)
+            self._sq = (self._fp**2).sum(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def index_of(self, material_id) -> int | None:
+        return self._id_index.get(str(material_id))
+
+    # --- condition matching -------------------------------------------------------------------------
+    def condition_candidates(self, target: dict, names, exclude: int | None) -> tuple[list[np.ndarray], list[str]]:
+        """Candidate index sets from strictest to most relaxed, with the fallback label of each."""
+        base = np.ones(len(self), bool)
+        if exclude is not None:
+            base[exclude] = False
+        formula_ok = base.copy()
+        if "formula" in names and "formula" in target:
+            formula_ok &= self._anon == anonymized_formula(target["formula"])
+        strict = formula_ok.copy()
+        if "space_group" in names and "space_group" in target:
+            strict &= self._sg == int(target["space_group"])
+        return [np.flatnonzero(strict), np.flatnonzero(formula_ok), np.flatnonzero(base)], \
+            [None, "relaxed-space-group", "relaxed-formula"]
+
+    def rank(self, idx: np.ndarray, target: dict, names, rng: np.random.Generator) -> np.ndarray:
+        """``idx`` ordered by closeness of continuous conditions (random order among ties / without any)."""
+        score = np.zeros(len(idx))
+        for c in CONTINUOUS:
+            if c in names and c in target and c in self.frame:
+                vals = self.frame[c].to_numpy()[idx]
+                score += np.nan_to_num(np.abs(vals - float(target[c])) / self._scale[c], nan=1e9)
+        return idx[np.lexsort((rng.random(len(idx)), score))]
+
+    def _matched(self, target, names, k, rng, exclude):
+        """At least k condition-matched candidates, strictest first, and the fallback that was needed."""
+        sets, labels = self.condition_candidates(target, names, exclude)
+        chosen: list[int] = []
+        fallback = None
+        for idx, label in zip(sets, labels, strict=True):
+            if len(chosen) >= k:
+                break
+            fallback = label
+            chosen.extend(self.rank(np.setdiff1d(idx, chosen), target, names, rng).tolist())
+        return np.array(chosen, int), fallback
+
+    # --- fingerprint neighbours ---------------------------------------------------------------------
+    def nearest(self, anchor: int, k: int, among: np.ndarray | None = None, exclude=()) -> np.ndarray:
+        """The k nearest pool crystals to ``anchor`` by Euclidean fingerprint distance (exact, vectorised)."""
+        if self.fingerprints is None:
+            raise ValueError("this pool has no fingerprints; the F and CF strategies need them")
+        cand = np.arange(len(self)) if among is None else np.asarray(among, int)
+        cand = cand[self._has_fp[cand]]
+        cand = cand[~np.isin(cand, [anchor, *exclude])]
+        d2 = self._sq[cand] - 2 * self._fp[cand] @ self._fp[anchor] + self._sq[anchor]
+        if len(cand) > k:
+            part = np.argpartition(d2, k)[:k]
+            cand, d2 = cand[part], d2[part]
+        return cand[np.lexsort((cand, d2))]
+
+    # --- strategies ---------------------------------------------------------------------------------
+    def select(self, strategy: str, target: dict, names, k: int, rng: np.random.Generator,
+               exclude_id=None, shuffle: bool = False) -> Selection:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        exclude = self.index_of(exclude_id) if exclude_id is not None else None
+        fallback = None
+        if strategy == "R":
+            cand = np.delete(np.arange(len(self)), [] if exclude is None else [exclude])
+            chosen = rng.choice(cand, size=min(k, len(cand)), replace=False).tolist()
+        elif strategy == "C":
+            matched, fallback = self._matched(target, names, k, rng, exclude)
+            chosen = matched[:k].tolist()
+        else:
+            if strategy == "CF":
+                among, fallback = self._matched(target, names, k, rng, exclude)
+            else:
+                among = np.delete(np.arange(len(self)), [] if exclude is None else [exclude])
+            with_fp = among[self._has_fp[among]] if self.fingerprints is not None else among
+            anchor = int(rng.choice(with_fp if len(with_fp) else among))
+            neigh = self.nearest(anchor, k - 1, among=among, exclude=() if exclude is None else (exclude,))
+            chosen = [anchor, *neigh.tolist()]
+            if len(chosen) < k:  # too few fingerprinted candidates: fill at random
+                rest = np.setdiff1d(among, chosen)
+                chosen += rng.choice(rest, size=min(k - len(chosen), len(rest)), replace=False).tolist()
+                fallback = fallback or "random-fill"
+        if shuffle:
+            chosen = list(rng.permutation(chosen))
+        return Selection([int(i) for i in chosen], strategy, fallback)
