@@ -69,6 +69,16 @@ def _instructions_build(a) -> None:
     print(f"wrote {summary['records']} instructions to {out}")
 
 
+def _train(a) -> None:
+    from crystalicl.train import TrainConfig, train
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in fields})
+    metrics = train(cfg)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    print(f"model written to {cfg.out}")
+
+
 def _demo(a) -> None:
     from crystalicl.demo import run
 
@@ -119,6 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=None)
     q.add_argument("--out", default=None)
     q.set_defaults(func=_instructions_build)
+
+    q = sub.add_parser("train", help="fine-tune a pretrained LLM with LoRA, or train the compact crystal LM")
+    q.add_argument("--data", required=True, help="instruction set (JSONL from `instructions build`)")
+    q.add_argument("--out", required=True, help="model directory to write")
+    q.add_argument("--val-data", dest="val_data", default=None)
+    q.add_argument("--base-model", dest="base_model", default=None,
+                   help="hub id, local directory or .gguf file (LoRA); omit for the compact model")
+    q.add_argument("--preset", default="tiny", help="compact model size: tiny, small, base")
+    q.add_argument("--format", dest="fmt", default=None, help="text format (default: from the instruction set)")
+    q.add_argument("--epochs", type=float, default=1.0)
+    q.add_argument("--max-steps", dest="max_steps", type=int, default=None)
+    q.add_argument("--time-budget", dest="time_budget", type=float, default=None, help="seconds, then stop")
+    q.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    q.add_argument("--grad-accum", dest="grad_accum", type=int, default=1)
+    q.add_argument("--lr", type=float, default=None)
+    q.add_argument("--max-length", dest="max_length", type=int, default=2048)
+    q.add_argument("--lora-r", dest="lora_r", type=int, default=8)
+    q.add_argument("--lora-alpha", dest="lora_alpha", type=int, default=32)
+    q.add_argument("--lora-dropout", dest="lora_dropout", type=float, default=0.05)
+    q.add_argument("--lora-targets", dest="lora_targets", default="all-linear")
+    q.add_argument("--merge", action="store_true", help="save merged weights instead of a LoRA adapter")
+    q.add_argument("--full-loss", dest="full_loss", action="store_true",
+                   help="score prompt tokens too (the CrystaLLM-style baseline)")
+    q.add_argument("--eval-every", dest="eval_every", type=int, default=200)
+    q.add_argument("--save-every", dest="save_every", type=int, default=200)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    q.set_defaults(func=_train)
 
     q = sub.add_parser("demo", help="the end-to-end demonstration run by `make demo`")
     q.add_argument("--dataset", default="perov5")

@@ -107,9 +107,8 @@ def decode(text: str, labels: bool = False, snap_tol: float = SNAP_TOLERANCE):
     from pymatgen.core import Lattice, Structure
 
     group, params, sites = parse(text, labels)
+    params = lat.regularize(params, group.crystal_system)  # angles fixed by the system are replaced first
     lat.check(params, "lines 2-3")
-    params = lat.regularize(params, group.crystal_system)
-    lat.check(params, "lines 2-3 (regularised)")
     matrix = Lattice.from_parameters(*params).matrix
     table = wyckoff.by_letter(group.hall_number)
     species, coords = [], []

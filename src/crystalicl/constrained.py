@@ -1,0 +1,166 @@
+"""Constrained decoding for the compact tokenizer: only text the SGS / XYZ grammar accepts can be sampled.
+
+A logits processor re-reads each sequence's generated text and allows, at every step, only tokens that
+keep it a valid prefix of::
+
+    SGS:  <space-group symbol> \\n <len> <len> <len> \\n <ang> <ang> <ang> \\n
+          ( <element> [ ' ' <Wyckoff label of that group> ] \\n <coord> <coord> <coord> )+  separated by \\n, then EOS
+    XYZ:  the same without the symbol line and labels
+    len = [1-9] digit{0,2} . digit     ang = [1-9] digit{0,2}     coord = 0 . digit digit
+
+Wyckoff labels are restricted to those of the generated space group (multiplicity and letter must
+agree). Coordinates need not lie on the labelled position: the decoder projects them onto it exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import numpy as np
+
+MAX_SITES = 64
+
+
+class Grammar:
+    """Token classes of a tokenizer and the allowed-next-token sets of the crystal grammars."""
+
+    def __init__(self, tokenizer, fmt: str):
+        from pymatgen.core.periodic_table import Element
+
+        from crystalicl.symmetry import all_space_groups
+
+        if fmt not in ("sgs", "sgs-wyckoff", "xyz"):
+            raise ValueError(f"no grammar for format {fmt!r}")
+        self.fmt = fmt
+        vocab = tokenizer.get_vocab()
+        self.vocab_size = len(tokenizer)
+        self.eos = tokenizer.eos_token_id
+
+        def ids(tokens) -> np.ndarray:
+            missing = [t for t in tokens if t not in vocab]
+            if missing:
+                raise ValueError(f"tokenizer lacks tokens {missing[:5]}: constrained decoding needs the compact "
+                                 "crystal tokenizer")
+            return np.array([vocab[t] for t in tokens], int)
+
+        self.groups = {g.symbol: g for g in all_space_groups()}
+        self.cls = {
+            "group": ids(list(self.groups)),
+            "element": ids([e.symbol for e in Element]),
+            "digit": ids(list("0123456789")),
+            "nonzero": ids(list("123456789")),
+            "zero": ids(["0"]),
+            "dot": ids(["."]),
+            "space": ids([" "]),
+            "newline": ids(["\n"]),
+            "eos": np.array([self.eos], int),
+        }
+        self.token_id = {t: vocab[t] for t in list("0123456789abcdefghijklmnopqrstuvwxyzA")}
+
+    @cache  # noqa: B019  (one grammar per generator; bounded by the 230 groups)
+    def labels(self, symbol: str) -> tuple[str, ...]:
+        from crystalicl.wyckoff import wyckoff_positions
+
+        return tuple(w.label for w in wyckoff_positions(self.groups[symbol].hall_number))
+
+    def _union(self, *names) -> np.ndarray:
+        return np.concatenate([self.cls[n] for n in names])
+
+    def allowed(self, text: str) -> np.ndarray:
+        """Token ids allowed after the generated ``text``."""
+        lines = text.split("\n")
+        head = 0 if self.fmt == "xyz" else 1
+        n = len(lines)
+        cur = lines[-1]
+        if head and n == 1:  # space-group symbol line
+            return self.cls["group"] if cur == "" else self.cls["newline"]
+        if n == head + 1:
+            return self._numbers(cur, 3, self._length)
+        if n == head + 2:
+            return self._numbers(cur, 3, self._angle)
+        site_line = n - head - 3
+        if site_line % 2 == 0:  # element line (or end)
+            if cur == "":
+                return self.cls["element"]
+            if self.fmt != "sgs-wyckoff":
+                return self.cls["newline"]
+            return self._label(cur, lines[0])
+        allowed = self._numbers(cur, 3, self._coordinate)
+        if self.cls["newline"][0] in allowed and len(allowed) == 1:  # coordinate line complete
+            return self.cls["eos"] if site_line // 2 + 1 >= MAX_SITES else self._union("newline", "eos")
+        return allowed
+
+    def _numbers(self, cur: str, count: int, number) -> np.ndarray:
+        parts = cur.split(" ")
+        if len(parts) > count:
+            return self.cls["eos"]  # cannot happen under the grammar; end the sequence
+        done = number(parts[-1])
+        nxt = done[0]
+        if done[1]:  # the number is complete
+            end = self.cls["newline"] if len(parts) == count else self.cls["space"]
+            return end if len(nxt) == 0 else np.concatenate([nxt, end])
+        return nxt
+
+    def _length(self, s: str):
+        if s == "":
+            return self.cls["nonzero"], False
+        m = re.fullmatch(r"[1-9]\d{0,2}(\.\d?)?", s)
+        if not m:
+            return self.cls["eos"], False
+        if "." not in s:
+            return (self.cls["dot"] if len(s) == 3 else self._union("digit", "dot")), False
+        return (self.cls["digit"], False) if s.endswith(".") else (np.array([], int), True)
+
+    def _angle(self, s: str):
+        if s == "":
+            return self.cls["nonzero"], False
+        if len(s) < 3:
+            return self.cls["digit"], True
+        return np.array([], int), True
+
+    def _coordinate(self, s: str):
+        if s == "":
+            return self.cls["zero"], False
+        if s == "0":
+            return self.cls["dot"], False
+        if len(s) < 4:
+            return self.cls["digit"], False
+        return np.array([], int), True
+
+    def _label(self, cur: str, symbol: str) -> np.ndarray:
+        parts = cur.split(" ")
+        if len(parts) == 1:
+            return self.cls["space"]
+        typed = parts[1]
+        labels = [lab for lab in self.labels(symbol) if lab.startswith(typed)]
+        if typed in labels and not any(lab != typed for lab in labels):
+            return self.cls["newline"]
+        nxt = sorted({lab[len(typed)] for lab in labels if len(lab) > len(typed)})
+        ids = [self.token_id[c] for c in nxt]
+        if typed in self.labels(symbol):
+            ids += list(self.cls["newline"])
+        return np.array(ids, int)
+
+
+class GrammarLogitsProcessor:
+    """A transformers logits processor applying :class:`Grammar` to each row of a batch."""
+
+    def __init__(self, grammar: Grammar, tokenizer, prompt_length: int):
+        self.grammar = grammar
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        gen = input_ids[:, self.prompt_length:]
+        texts = self.tokenizer.batch_decode(gen, skip_special_tokens=False)
+        mask = torch.full_like(scores, float("-inf"))
+        for i, text in enumerate(texts):
+            if self.tokenizer.eos_token in text or self.tokenizer.pad_token in text:
+                mask[i, self.grammar.eos] = 0.0  # finished rows: keep padding with EOS
+                continue
+            allowed = self.grammar.allowed(text)
+            mask[i, torch.as_tensor(allowed, dtype=torch.long)] = 0.0
+        return scores + mask

@@ -1,0 +1,1 @@
+"""Models: the compact crystal LM (tokenizer + Llama presets) and pretrained LLMs with LoRA."""

@@ -1,0 +1,294 @@
+"""Training: LoRA on a pretrained causal LM, or the compact crystal LM from scratch — one loop.
+
+The loss is the negative log-likelihood of the response (and end-of-sequence) given the prompt; prompt
+tokens are not scored (``full_loss`` scores everything, as the CrystaLLM-style baseline does).
+Checkpoints (weights, optimiser, scheduler, step) are written atomically every ``save_every`` steps and
+when the wall-clock budget runs out; ``resume`` continues from the last one with the same batch order
+(the order is a pure function of seed and epoch). The output directory holds everything generation
+needs: weights (safetensors) or LoRA adapter, tokenizer, and ``crystalicl.json`` (text format, prompt
+template, training config, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from crystalicl.model.loading import META
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    val_data: str | None = None
+    base_model: str | None = None  # hub id, directory or .gguf file; None: the compact model
+    preset: str = "tiny"
+    fmt: str | None = None  # read from the instruction set's .meta.json when None
+    epochs: float = 1.0
+    max_steps: int | None = None
+    time_budget: float | None = None  # seconds of training, then save and stop
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float | None = None  # default: 5e-4 (LoRA, the paper's) / 2e-3 (compact)
+    warmup: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int = 2048
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"
+    merge: bool = False
+    full_loss: bool = False
+    bf16: bool | None = None  # default: on (CUDA with bf16, or CPU autocast)
+    eval_every: int = 200
+    save_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+
+
+def _encode(records, tok, max_length: int, full_loss: bool):
+    """Token ids and labels (-100 on the prompt unless ``full_loss``); over-long examples are dropped."""
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    prompts = tok([r["prompt"] for r in records], add_special_tokens=False)["input_ids"]
+    responses = tok([r["response"] for r in records], add_special_tokens=False)["input_ids"]
+    out, dropped = [], 0
+    for p, r in zip(prompts, responses, strict=True):
+        ids = bos + p + r + [tok.eos_token_id]
+        if len(ids) > max_length:
+            dropped += 1
+            continue
+        n_prompt = len(bos) + len(p)
+        labels = ids.copy() if full_loss else [-100] * n_prompt + ids[n_prompt:]
+        out.append((np.array(ids, np.int64), np.array(labels, np.int64)))
+    return out, dropped
+
+
+def _batches(n_examples: int, lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Length-bucketed batches in a seeded order: shuffle, sort within windows of 50 batches, shuffle batches."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(n_examples)
+    window = batch_size * 50
+    batches = []
+    for s in range(0, n_examples, window):
+        w = perm[s:s + window]
+        w = w[np.argsort(lengths[w], kind="stable")]
+        batches += [w[i:i + batch_size] for i in range(0, len(w), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def _collate(examples, pad_id: int):
+    import torch
+
+    n = max(len(e[0]) for e in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, :len(x)] = torch.from_numpy(x)
+        labels[i, :len(y)] = torch.from_numpy(y)
+        mask[i, :len(x)] = 1
+    return ids, mask, labels
+
+
+def _read_records(path: str) -> tuple[list[dict], dict]:
+    from crystalicl.instructions import read_jsonl
+
+    meta_path = Path(str(path) + ".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return read_jsonl(Path(path)), meta
+
+
+def _model_and_tokenizer(cfg: TrainConfig):
+    if cfg.base_model is None:
+        from crystalicl.model.compact import build_model
+        from crystalicl.model.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        return build_model(cfg.preset, tok, cfg.seed), tok, "compact"
+    from peft import LoraConfig, get_peft_model
+
+    from crystalicl.model.loading import load_base
+
+    model, tok = load_base(cfg.base_model)
+    targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else cfg.lora_targets.split(",")
+    lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=targets)
+    return get_peft_model(model, lora), tok, "lora"
+
+
+@dataclass
+class _State:
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    history: list | None = None
+
+
+def _save_checkpoint(ckpt: Path, model, opt, sched, state: _State) -> None:
+    import torch
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp / "model"))
+    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "state": asdict(state),
+                "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    tmp.rename(ckpt)
+
+
+def _load_checkpoint(ckpt: Path, model, opt, sched, kind: str) -> _State:
+    import torch
+    from safetensors.torch import load_file
+
+    weights = ckpt / "model"
+    if kind == "lora":
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(weights / "adapter_model.safetensors")))
+    else:
+        sd = load_file(str(weights / "model.safetensors"))
+        model.load_state_dict(sd, strict=False)  # tied embeddings are stored once
+    blob = torch.load(ckpt / "trainer.pt", weights_only=False)
+    opt.load_state_dict(blob["opt"])
+    sched.load_state_dict(blob["sched"])
+    torch.set_rng_state(blob["torch_rng"])
+    return _State(**blob["state"])
+
+
+def evaluate_loss(model, data, pad_id: int, batch_size: int, autocast) -> float:
+    """Mean per-token loss over ``data`` (scored tokens only)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(data), batch_size):
+            ids, mask, labels = _collate(data[s:s + batch_size], pad_id)
+            with autocast():
+                logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            shift = labels[:, 1:].to(model.device)
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                                     shift.reshape(-1), ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((shift != -100).sum())
+    model.train()
+    return total / max(count, 1)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train and write a model directory; returns the metrics written to ``crystalicl.json``."""
+    import contextlib
+
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from crystalicl.prompts import DEFAULT
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, data_meta = _read_records(cfg.data)
+    fmt = cfg.fmt or data_meta.get("format") or "sgs"
+    torch.manual_seed(cfg.seed)
+    model, tok, kind = _model_and_tokenizer(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).train()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cpu" or torch.cuda.is_bf16_supported())
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    data, dropped = _encode(records, tok, cfg.max_length, cfg.full_loss)
+    if not data:
+        raise ValueError(f"no usable training examples in {cfg.data} (all longer than {cfg.max_length} tokens?)")
+    val = _encode(_read_records(cfg.val_data)[0], tok, cfg.max_length, cfg.full_loss)[0] if cfg.val_data else []
+    lengths = np.array([len(x) for x, _ in data])
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+    lr = cfg.lr or (5e-4 if kind == "lora" else 2e-3)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup * total), total)
+    ckpt = out / "checkpoint"
+    state = _State(history=[])
+    if cfg.resume and ckpt.is_dir():
+        state = _load_checkpoint(ckpt, model, opt, sched, kind)
+    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not progress)
+    micro = state.step * cfg.grad_accum  # micro-batches already consumed
+    t_start, tokens_start, last_loss = time.perf_counter(), state.tokens, float("nan")
+    stopped_by = "steps"
+    while state.step < total:
+        epoch, offset = divmod(micro, per_epoch)
+        batches = _batches(len(data), lengths, cfg.batch_size, cfg.seed, epoch)
+        for b in batches[offset:]:
+            ids, mask, labels = _collate([data[i] for i in b], tok.pad_token_id)
+            with autocast():
+                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            (loss / cfg.grad_accum).backward()
+            micro += 1
+            state.tokens += int(mask.sum())
+            if micro % cfg.grad_accum:
+                continue
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state.step += 1
+            last_loss = loss.item()
+            elapsed = state.seconds + time.perf_counter() - t_start
+            tok_s = (state.tokens - tokens_start) / max(time.perf_counter() - t_start, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+            if state.step % cfg.log_every == 0:
+                state.history.append({"step": state.step, "loss": last_loss, "seconds": round(elapsed, 1)})
+            if val and state.step % cfg.eval_every == 0:
+                v = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
+                state.history.append({"step": state.step, "val_loss": v, "seconds": round(elapsed, 1)})
+            over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
+            if state.step % cfg.save_every == 0 or state.step >= total or over_budget:
+                state.seconds, t0 = elapsed, time.perf_counter()
+                _save_checkpoint(ckpt, model, opt, sched, state)
+                t_start, tokens_start = t0, state.tokens  # checkpoint time is not training time
+            if over_budget:
+                stopped_by = "time_budget"
+                break
+            if state.step >= total:
+                break
+        if stopped_by == "time_budget":
+            break
+    bar.close()
+    seconds = state.seconds if stopped_by == "time_budget" or state.step >= total else \
+        state.seconds + time.perf_counter() - t_start
+    metrics = {
+        "steps": state.step, "total_steps": total, "stopped_by": stopped_by, "train_loss": last_loss,
+        "tokens": state.tokens, "seconds": round(seconds, 1), "tokens_per_second": state.tokens / max(seconds, 1e-9),
+        "examples": len(data), "dropped_too_long": dropped, "history": state.history,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in params), "device": device.type, "bf16": bf16,
+    }
+    if val:
+        metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
+    _save_final(model, tok, kind, cfg, fmt, out)
+    meta = {"kind": "compact" if kind == "compact" else ("lora-merged" if cfg.merge else "lora-adapter"),
+            "base_model": cfg.base_model, "preset": cfg.preset if kind == "compact" else None, "format": fmt,
+            "template": DEFAULT.to_dict(), "instructions": data_meta, "config": asdict(cfg), "metrics": metrics}
+    (out / META).write_text(json.dumps(meta, indent=2))
+    return metrics
+
+
+def _save_final(model, tok, kind: str, cfg: TrainConfig, fmt: str, out: Path) -> None:
+    model = model.to("cpu")
+    if kind == "lora" and cfg.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
