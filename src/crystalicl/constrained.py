@@ -20,6 +20,7 @@ from functools import cache
 import numpy as np
 
 MAX_SITES = 64
+SITE_TOKENS = 24  # element, label, three coordinates, separators
 
 
 class Grammar:
@@ -67,8 +68,12 @@ class Grammar:
     def _union(self, *names) -> np.ndarray:
         return np.concatenate([self.cls[n] for n in names])
 
-    def allowed(self, text: str) -> np.ndarray:
-        """Token ids allowed after the generated ``text``."""
+    def allowed(self, text: str, room: int = 10**9) -> np.ndarray:
+        """Token ids allowed after the generated ``text`` with ``room`` tokens left in the budget.
+
+        A complete site ends the crystal when another one would not fit (a site is at most ~24 tokens),
+        so a sample cut by the budget still parses.
+        """
         lines = text.split("\n")
         head = 0 if self.fmt == "xyz" else 1
         n = len(lines)
@@ -88,7 +93,9 @@ class Grammar:
             return self._label(cur, lines[0])
         allowed = self._numbers(cur, 3, self._coordinate)
         if self.cls["newline"][0] in allowed and len(allowed) == 1:  # coordinate line complete
-            return self.cls["eos"] if site_line // 2 + 1 >= MAX_SITES else self._union("newline", "eos")
+            if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS:
+                return self.cls["eos"]
+            return self._union("newline", "eos")
         return allowed
 
     def _numbers(self, cur: str, count: int, number) -> np.ndarray:
@@ -146,21 +153,23 @@ class Grammar:
 class GrammarLogitsProcessor:
     """A transformers logits processor applying :class:`Grammar` to each row of a batch."""
 
-    def __init__(self, grammar: Grammar, tokenizer, prompt_length: int):
+    def __init__(self, grammar: Grammar, tokenizer, prompt_length: int, max_new_tokens: int):
         self.grammar = grammar
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
+        self.max_new_tokens = max_new_tokens
 
     def __call__(self, input_ids, scores):
         import torch
 
         gen = input_ids[:, self.prompt_length:]
+        room = self.max_new_tokens - gen.shape[1]
         texts = self.tokenizer.batch_decode(gen, skip_special_tokens=False)
         mask = torch.full_like(scores, float("-inf"))
         for i, text in enumerate(texts):
             if self.tokenizer.eos_token in text or self.tokenizer.pad_token in text:
                 mask[i, self.grammar.eos] = 0.0  # finished rows: keep padding with EOS
                 continue
-            allowed = self.grammar.allowed(text)
+            allowed = self.grammar.allowed(text, room)
             mask[i, torch.as_tensor(allowed, dtype=torch.long)] = 0.0
         return scores + mask

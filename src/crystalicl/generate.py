@@ -108,7 +108,7 @@ class Generator:
         if self.constrained:
             from crystalicl.constrained import GrammarLogitsProcessor
 
-            procs.append(GrammarLogitsProcessor(self.grammar, tok, n))
+            procs.append(GrammarLogitsProcessor(self.grammar, tok, n, max_new_tokens))
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device), do_sample=True,

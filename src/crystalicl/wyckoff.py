@@ -75,10 +75,16 @@ def project(wp: WyckoffPosition, p: np.ndarray, lattice: np.ndarray) -> tuple[fl
     return dist, u
 
 
-def distance_to_generator(wp: WyckoffPosition, p: np.ndarray, lattice: np.ndarray) -> float:
-    """Distance (Å) from ``p`` to the generator subspace (first triplet) of ``wp``, mod lattice."""
-    dist, _, _ = _project(wp.ops[:1], np.asarray(p, float), lattice @ lattice.T)
-    return dist
+def distances_to_generator(wp: WyckoffPosition, points: np.ndarray, lattice: np.ndarray) -> np.ndarray:
+    """Distance (Å) from each point to the generator subspace (first triplet) of ``wp``, mod lattice."""
+    metric = lattice @ lattice.T
+    R, t = wp.ops[0, :, :3], wp.ops[0, :, 3]
+    proj = R @ np.linalg.pinv(R.T @ metric @ R, hermitian=True) @ R.T @ metric  # metric projector onto R's span
+    d0 = np.asarray(points, float) - t
+    d0 -= np.round(d0)
+    d = d0[:, None, :] + _SHIFTS[None, :, :]  # (m, 27, 3)
+    r = d - d @ proj.T
+    return np.sqrt(np.maximum(np.einsum("msi,ij,msj->ms", r, metric, r).min(axis=1), 0.0))
 
 
 def snap(hall_number: int, p: np.ndarray, lattice: np.ndarray, tol: float) -> tuple[WyckoffPosition, np.ndarray]:

@@ -41,8 +41,9 @@ def prepare_one(material_id: str, cif: str) -> dict:
     numbers = np.array([site.specie.Z for site in s])
     try:
         sym = symmetrize(matrix, frac, numbers)
-        text_sgs = sgs.from_symmetrized(sym, labels=False)
-        text_wy = sgs.from_symmetrized(sym, labels=True)
+        rows = sgs.orbit_rows(sym)
+        text_sgs = sgs.from_symmetrized(sym, labels=False, rows=rows)
+        text_wy = sgs.from_symmetrized(sym, labels=True, rows=rows)
     except Exception as e:
         return row | {"error": f"symmetry analysis failed: {type(e).__name__}: {e}"}
     orbits = sorted(f"{o.multiplicity}{o.letter}" for o in sym.orbits)

@@ -34,14 +34,14 @@ _LABEL = re.compile(r"^(\d+)([a-zA-Z])$")
 
 
 def _representative(wp: wyckoff.WyckoffPosition, positions: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    on_gen = [p for p in positions if wyckoff.distance_to_generator(wp, p, matrix) < 1e-3]
-    cands = np.round(np.mod(np.array(on_gen or list(positions)), 1.0), 2) % 1.0
+    on_gen = wyckoff.distances_to_generator(wp, positions, matrix) < 1e-3
+    cands = np.round(np.mod(positions[on_gen] if on_gen.any() else positions, 1.0), 2) % 1.0
     order = np.lexsort(cands.T[::-1])
     return cands[order[0]]
 
 
-def from_symmetrized(sym: Symmetrized, labels: bool) -> str:
-    """SGS text of an already symmetrised crystal (lets callers write both variants from one analysis)."""
+def orbit_rows(sym: Symmetrized) -> list[tuple[str, str, np.ndarray]]:
+    """(element, Wyckoff label, representative) per orbit, in canonical order."""
     from pymatgen.core.periodic_table import Element
 
     table = wyckoff.by_letter(sym.group.hall_number)
@@ -58,8 +58,13 @@ def from_symmetrized(sym: Symmetrized, labels: bool) -> str:
         key = (el.X if el.X == el.X else 99.0, el.Z, orb.letter.isupper(), orb.letter, tuple(rep))
         rows.append((key, orb.element, wp.label, rep))
     rows.sort(key=lambda r: r[0])
+    return [r[1:] for r in rows]
+
+
+def from_symmetrized(sym: Symmetrized, labels: bool, rows=None) -> str:
+    """SGS text of an already symmetrised crystal (``rows`` from :func:`orbit_rows` may be reused)."""
     out = [sym.group.symbol, *lat.format_lines(lat.parameters(sym.lattice))]
-    for _, el, label, rep in rows:
+    for el, label, rep in rows if rows is not None else orbit_rows(sym):
         out.append(f"{el} {label}" if labels else el)
         out.append(" ".join(f"{x:.2f}" for x in rep))
     return "\n".join(out)
