@@ -38,12 +38,29 @@ def _magpie():
     return ElementProperty.from_preset("magpie", impute_nan=False)
 
 
-def structure_fingerprint(structure) -> np.ndarray:
+def equivalent_sites(structure, symprec: float = 1e-3) -> np.ndarray:
+    """Orbit id of every site (spglib at a tight tolerance, so only truly equivalent sites share one)."""
+    import spglib
+
+    cell = (structure.lattice.matrix, structure.frac_coords, [s.specie.Z for s in structure])
+    ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    return np.arange(len(structure)) if ds is None else np.asarray(ds.equivalent_atoms)
+
+
+def structure_fingerprint(structure, per_orbit: bool = True) -> np.ndarray:
+    """Mean CrystalNN "ops" fingerprint over sites.
+
+    Symmetry-equivalent sites have identical local environments, hence identical fingerprints, so
+    with ``per_orbit`` one site per orbit is featurised and weighted by its multiplicity — the same
+    mean (tested), several times faster for symmetric crystals.
+    """
     fp = _crystalnn()
+    orbits = equivalent_sites(structure) if per_orbit else np.arange(len(structure))
+    reps, counts = np.unique(orbits, return_counts=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sites = np.array([fp.featurize(structure, i) for i in range(len(structure))], float)
-    return sites.mean(axis=0)
+        sites = np.array([fp.featurize(structure, int(i)) for i in reps], float)
+    return (sites * counts[:, None]).sum(axis=0) / counts.sum()
 
 
 def composition_fingerprint(composition) -> np.ndarray:

@@ -26,13 +26,13 @@ TEXT_COLUMNS = {"sgs": "sgs", "sgs-wyckoff": "sgs_wyckoff", "xyz": "xyz"}
 
 def prepare_one(material_id: str, cif: str) -> dict:
     """Symmetry and every text format of one CIF; on failure a row with an ``error`` reason."""
-    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifParser
 
     row: dict = {"material_id": material_id, "error": None}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            s = Structure.from_str(cif, fmt="cif")
+            s = CifParser.from_str(cif, check_cif=False).parse_structures(primitive=False, check_occu=False)[0]
     except Exception as e:
         return row | {"error": f"unreadable CIF: {type(e).__name__}: {e}"}
     if not s.is_ordered:

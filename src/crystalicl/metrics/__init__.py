@@ -1,0 +1,1 @@
+"""Metrics of generated crystals: validity, coverage, property distributions, conditional success, realism."""
