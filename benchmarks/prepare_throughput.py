@@ -43,9 +43,10 @@ def main():
                          "failures": fails, "seconds": round(dt, 2), "per_second": round(n / dt, 1),
                          "workers": a.workers})
             print(rows[-1])
-    head = next(r for r in rows if r["dataset"] == HEADLINE) if any(r["dataset"] == HEADLINE for r in rows) else rows[0]
+    head = next((r for r in rows if r["dataset"] == HEADLINE), rows[0])
     md = ["# `crystalicl data prepare` throughput (cold cache)", "",
-          "| dataset | splits | structures | failures | seconds | structures/s | workers |", "|---|---|---|---|---|---|---|"]
+          "| dataset | splits | structures | failures | seconds | structures/s | workers |",
+          "|---|---|---|---|---|---|---|"]
     md += [f"| {r['dataset']} | {'+'.join(r['splits'])} | {r['structures']} | {r['failures']} | {r['seconds']} | "
            f"{r['per_second']} | {r['workers']} |" for r in rows]
     md += ["", "Paper reference: MP-20 in 142.6 s on 32 processes (≈ 9.5 structures/s per process)."]

@@ -6,7 +6,9 @@ keep it a valid prefix of::
     SGS:  <space-group symbol> \\n <len> <len> <len> \\n <ang> <ang> <ang> \\n
           ( <element> [ ' ' <Wyckoff label of that group> ] \\n <coord> <coord> <coord> )+  separated by \\n, then EOS
     XYZ:  the same without the symbol line and labels
-    len = [1-9] digit{0,2} . digit     ang = [1-9] digit{0,2}     coord = 0 . digit digit
+    len = [1-9] digit? . digit  (below 100 Å)
+    ang = integer in [1, 179] ([60, 119] if triclinic)
+    coord = 0 . digit digit
 
 Wyckoff labels are restricted to those of the generated space group (multiplicity and letter must
 agree). Coordinates need not lie on the labelled position: the decoder projects them onto it exactly.
@@ -21,6 +23,14 @@ import numpy as np
 
 MAX_SITES = 64
 SITE_TOKENS = 24  # element, label, three coordinates, separators
+
+
+@cache
+def _int_prefix(s: str, lo: int, hi: int) -> tuple[tuple[str, ...], bool]:
+    """Digits that extend ``s`` towards an integer in [lo, hi], and whether ``s`` already is one."""
+    values = [str(v) for v in range(lo, hi + 1)]
+    nxt = tuple(sorted({v[len(s)] for v in values if v.startswith(s) and len(v) > len(s)}))
+    return nxt, s != "" and lo <= int(s) <= hi
 
 
 class Grammar:
@@ -83,7 +93,9 @@ class Grammar:
         if n == head + 1:
             return self._numbers(cur, 3, self._length)
         if n == head + 2:
-            return self._numbers(cur, 3, self._angle)
+            triclinic = head and lines[0] in self.groups and self.groups[lines[0]].crystal_system == "triclinic"
+            lo, hi = (60, 119) if triclinic else (1, 179)
+            return self._numbers(cur, 3, lambda x: self._angle(x, lo, hi))
         site_line = n - head - 3
         if site_line % 2 == 0:  # element line (or end)
             if cur == "":
@@ -112,19 +124,18 @@ class Grammar:
     def _length(self, s: str):
         if s == "":
             return self.cls["nonzero"], False
-        m = re.fullmatch(r"[1-9]\d{0,2}(\.\d?)?", s)
+        m = re.fullmatch(r"[1-9]\d?(\.\d?)?", s)
         if not m:
             return self.cls["eos"], False
         if "." not in s:
-            return (self.cls["dot"] if len(s) == 3 else self._union("digit", "dot")), False
+            return (self.cls["dot"] if len(s) == 2 else self._union("digit", "dot")), False
         return (self.cls["digit"], False) if s.endswith(".") else (np.array([], int), True)
 
-    def _angle(self, s: str):
-        if s == "":
-            return self.cls["nonzero"], False
-        if len(s) < 3:
-            return self.cls["digit"], True
-        return np.array([], int), True
+    def _angle(self, s: str, lo: int, hi: int):
+        """Integer degrees in [lo, hi]; any triple in [60, 119] is a valid triclinic cell, other systems
+        only keep the angles their regularisation does not overwrite."""
+        nxt, complete = _int_prefix(s, lo, hi)
+        return np.array([self.token_id[d] for d in nxt], int), complete
 
     def _coordinate(self, s: str):
         if s == "":
