@@ -145,3 +145,11 @@ def test_instruction_sets_are_reproducible_leak_free_and_follow_the_mixture(mp_p
                            progress=False))
     assert {r["strategy"] for r in rand_only if r["task"] == "few-shot"} == {"R"}
     assert not any(r["task"] == "property" for r in rand_only)
+
+
+def test_per_orbit_fingerprint_equals_the_mean_over_all_sites():
+    df = sample("mp20_biternary", n=6, seed=4)
+    for cif in df.cif:
+        s = Structure.from_str(cif, fmt="cif")
+        assert np.allclose(structure_fingerprint(s, per_orbit=True), structure_fingerprint(s, per_orbit=False),
+                           atol=1e-8)
