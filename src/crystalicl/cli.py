@@ -79,6 +79,22 @@ def _train(a) -> None:
     print(f"model written to {cfg.out}")
 
 
+def _evaluate(a) -> None:
+    from crystalicl.evaluate import evaluate_conditional, evaluate_unconditional, load_samples
+
+    records = load_samples(a.samples)
+    out = Path(a.out)
+    work = out.with_suffix(".work")
+    if a.mode == "unconditional":
+        name, _, split = a.reference.partition(":")
+        metrics = evaluate_unconditional(records, (name, split or "test"), work, seed=a.seed, workers=a.workers)
+    else:
+        metrics = evaluate_conditional(records, work, workers=a.workers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+
+
 def _demo(a) -> None:
     from crystalicl.demo import run
 
@@ -157,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     q.set_defaults(func=_train)
+
+    q = sub.add_parser("evaluate", help="metrics of generated crystals (JSONL samples or a directory of CIFs)")
+    q.add_argument("mode", choices=("conditional", "unconditional"))
+    q.add_argument("--samples", required=True)
+    q.add_argument("--reference", default="perov5:test", help="dataset:split for unconditional metrics")
+    q.add_argument("--out", default="metrics.json")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=None)
+    q.set_defaults(func=_evaluate)
 
     q = sub.add_parser("demo", help="the end-to-end demonstration run by `make demo`")
     q.add_argument("--dataset", default="perov5")
