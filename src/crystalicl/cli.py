@@ -95,6 +95,42 @@ def _evaluate(a) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+def _report(a) -> None:
+    from crystalicl.report import write_report
+
+    print(f"report: {write_report(a.run_dir, a.reference)}")
+
+
+def _generate(a) -> None:
+    from crystalicl.generate import Generator, conditional_jobs, generate_to_file, unconditional_jobs
+
+    gen = Generator.from_pretrained(a.model, constrained=a.constrained)
+    kw = {"batch_size": a.batch_size, "seed": a.seed, "temperature": a.temperature, "top_p": a.top_p,
+          "max_new_tokens": a.max_new_tokens}
+    if a.mode == "unconditional":
+        jobs = unconditional_jobs(gen, a.n)
+    elif a.mode in ("conditional", "cross-domain"):
+        from crystalicl.data.prepare import load_prepared
+        from crystalicl.data.registry import dataset
+        from crystalicl.instructions import load_pool
+
+        name = a.target if a.mode == "cross-domain" else a.dataset
+        targets = load_prepared(name, a.split).iloc[: a.n]
+        names = a.condition.split(",") if a.condition else list(dataset(name).conditions)
+        pool = load_pool(name, a.pool, fingerprints=a.strategy in ("F", "CF")) if a.shots else None
+        jobs = conditional_jobs(gen, targets, pool, names, a.shots, a.strategy, a.seed)
+    else:
+        from pymatgen.core import Structure
+
+        cond = {k: v for k, v in (("formula", a.formula), ("space_group", a.space_group),
+                                  ("band_gap", a.band_gap), ("formation_energy", a.formation_energy)) if v is not None}
+        demos = gen.examples_from_structures([Structure.from_file(p) for p in a.examples or []])
+        jobs = [(str(i), gen.prompt(cond, demos), {"conditions": cond}) for i in range(a.n)]
+    summary = generate_to_file(gen, jobs, Path(a.out), **kw)
+    print(json.dumps(summary, indent=2))
+    print(f"samples: {Path(a.out) / 'samples.jsonl'}, CIF files in {Path(a.out) / 'cifs'}")
+
+
 def _demo(a) -> None:
     from crystalicl.demo import run
 
@@ -174,6 +210,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     q.set_defaults(func=_train)
 
+    q = sub.add_parser("generate", help="sample crystals from a trained model (resumable JSONL + CIF files)")
+    q.add_argument("mode", nargs="?", default="design", choices=("design", "conditional", "unconditional",
+                                                                  "cross-domain"),
+                   help="design (default): your conditions and example CIFs; conditional: targets from a "
+                   "dataset split; unconditional; cross-domain: targets and demonstrations from --target")
+    q.add_argument("--model", required=True)
+    q.add_argument("--out", required=True)
+    q.add_argument("--n", type=int, default=8, help="samples (design, unconditional) or targets (conditional)")
+    q.add_argument("--formula")
+    q.add_argument("--space-group", dest="space_group", type=int)
+    q.add_argument("--band-gap", dest="band_gap", type=float)
+    q.add_argument("--formation-energy", dest="formation_energy", type=float)
+    q.add_argument("--examples", nargs="*", help="CIF files of related crystals (demonstrations)")
+    q.add_argument("--dataset", default="perov5")
+    q.add_argument("--target", default="perov5", help="target domain for cross-domain generation")
+    q.add_argument("--split", default="test")
+    q.add_argument("--condition", default=None, help="comma-separated conditions (default: all the dataset has)")
+    q.add_argument("--shots", type=int, default=3)
+    q.add_argument("--strategy", default="C", choices=("C", "F", "CF", "R"))
+    q.add_argument("--pool", default="train")
+    q.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    q.add_argument("--temperature", type=float, default=0.9)
+    q.add_argument("--top-p", dest="top_p", type=float, default=0.9)
+    q.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=512)
+    q.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="grammar-constrained decoding (default: on for the compact model)")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_generate)
+
     q = sub.add_parser("evaluate", help="metrics of generated crystals (JSONL samples or a directory of CIFs)")
     q.add_argument("mode", choices=("conditional", "unconditional"))
     q.add_argument("--samples", required=True)
@@ -182,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=None)
     q.set_defaults(func=_evaluate)
+
+    q = sub.add_parser("report", help="markdown + HTML report with plots of a run directory")
+    q.add_argument("run_dir")
+    q.add_argument("--reference", default=None, help="dataset:split to compare distributions with")
+    q.set_defaults(func=_report)
 
     q = sub.add_parser("demo", help="the end-to-end demonstration run by `make demo`")
     q.add_argument("--dataset", default="perov5")

@@ -232,3 +232,26 @@ def _repair_tail(path: Path) -> None:
     data = path.read_bytes()
     if not data.endswith(b"\n"):
         path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def conditional_jobs(gen: Generator, targets, pool, names: list[str], shots: int, strategy: str = "C",
+                     seed: int = 0, samples_per_target: int = 1, tag: str = "") -> list[tuple[str, str, dict]]:
+    """One job per (target, sample): target conditions from a prepared frame, demonstrations from ``pool``."""
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for _, row in targets.iterrows():
+        cond = {n: (int(row[n]) if n == "space_group" else row[n]) for n in names if n in row}
+        for j in range(samples_per_target):
+            demos, ids, fallback = ([], [], None)
+            if shots:
+                demos, ids, fallback = select_examples(pool, strategy, cond, shots, rng, gen.fmt,
+                                                       exclude_id=row["material_id"])
+            meta = {"conditions": cond, "target_id": str(row["material_id"]), "example_ids": ids,
+                    "shots": shots, "strategy": strategy if shots else None, "fallback": fallback}
+            jobs.append((f"{tag}{row['material_id']}-{j}", gen.prompt(cond, demos), meta))
+    return jobs
+
+
+def unconditional_jobs(gen: Generator, n: int, tag: str = "u") -> list[tuple[str, str, dict]]:
+    prompt = gen.prompt(None)
+    return [(f"{tag}{i}", prompt, {"conditions": None}) for i in range(n)]
