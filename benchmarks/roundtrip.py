@@ -28,20 +28,20 @@ FORMATS = ("sgs", "sgs-wyckoff", "xyz", "sgs-naive")
 
 
 def check(args):
-    import spglib
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.core import Structure
+    from pymatgen.core.periodic_table import Element
 
     from crystalicl import ParseError, decode
-    from crystalicl.symmetry import SYMPREC, space_group_number
+    from crystalicl.symmetry import SYMPREC, space_group_number, symmetrize
     from crystalicl.text.sgs import decode_naive
 
     cif, texts, sg = args
     warnings.simplefilter("ignore")
     s = Structure.from_str(cif, fmt="cif")
     numbers = [site.specie.Z for site in s]
-    std = spglib.standardize_cell((s.lattice.matrix, s.frac_coords, numbers), symprec=SYMPREC)
-    conv = Counter(int(z) for z in std[2])
+    sym = symmetrize(s.lattice.matrix, s.frac_coords, numbers, SYMPREC)  # the conventional cell the text describes
+    conv = Counter(Element(o.element).Z for o in sym.orbits for _ in range(o.multiplicity))
     prim = Counter(numbers)
     sm = StructureMatcher()
     out = {}

@@ -42,22 +42,34 @@ def _covalent_radii() -> dict:
     return CovalentRadius.radius
 
 
-def analyze(cif: str | None) -> dict:
-    """Everything per sample that does not need a neural network."""
-    from pymatgen.core import Structure
+def to_structure(rec: dict):
+    """The sample's structure: decoded exactly from its text when the format is known (a CIF of a crystal
+    with coincident atoms cannot be read back), else read from its CIF; None when neither works."""
+    from crystalicl.errors import ParseError
+    from crystalicl.text import decode
 
+    if rec.get("text") and rec.get("format"):
+        try:
+            return decode(rec["text"], rec["format"])
+        except ParseError:
+            return None
+    if rec.get("cif"):
+        try:
+            return decode(rec["cif"], "cif")
+        except ParseError:
+            return None
+    return None
+
+
+def analyze(rec: dict) -> dict:
+    """Everything per sample that does not need a neural network."""
     from crystalicl.features import composition_fingerprint, structure_fingerprint
     from crystalicl.metrics.validity import composition_valid_of, structure_valid
     from crystalicl.symmetry import space_group_number
 
-    if cif is None:
+    s = to_structure(rec)
+    if s is None:
         return {"parsed": False}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            s = Structure.from_str(cif, fmt="cif")
-    except Exception as e:
-        return {"parsed": False, "error": f"unreadable CIF: {e}"}
     out = {"parsed": True, "n_atoms": len(s), "density": float(s.density),
            "n_elements": len(s.composition.elements), "formula": s.composition.reduced_formula}
     out["valid_structure"] = structure_valid(s)
@@ -78,30 +90,32 @@ def analyze(cif: str | None) -> dict:
     return out
 
 
-def analyze_many(cifs: list, work_dir: Path, workers: int | None = None, progress: bool = True) -> list[dict]:
-    res = jobs.chunked_map(analyze, cifs, work_dir, chunk=500, workers=workers, timeout=TIMEOUT,
+def analyze_many(records: list[dict], work_dir: Path, workers: int | None = None, progress: bool = True) -> list[dict]:
+    res = jobs.chunked_map(analyze, records, work_dir, chunk=500, workers=workers, timeout=TIMEOUT,
                            desc="analyse samples", progress=progress)
     return [r if isinstance(r, dict) else {"parsed": True, "error": str(r), "valid_structure": False,
                                            "valid_composition": False} for r in res]
 
 
-def predictions(structures_cif: list, key: str, cache_path: Path | None = None) -> dict[str, np.ndarray]:
+def predictions(records: list[dict], key: str, cache_path: Path | None = None) -> dict[str, np.ndarray]:
     """MEGNet formation energy and PBE band gap (NaN where impossible), cached at ``cache_path``."""
     if cache_path is not None and cache_path.exists():
         z = np.load(cache_path)
         if str(z["key"]) == key:
             return {"formation_energy": z["formation_energy"], "band_gap": z["band_gap"]}
-    from pymatgen.core import Structure
-
     from crystalicl.metrics.predictors import BANDGAP, EFORM, predict
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        structs = [Structure.from_str(c, fmt="cif") if c else None for c in structures_cif]
+        structs = [to_structure(r) for r in records]
     out = {"formation_energy": predict(EFORM, structs), "band_gap": predict(BANDGAP, structs, state=0)}
     if cache_path is not None:
         np.savez(cache_path, key=key, **out)
     return out
+
+
+def _rec_key(rec: dict) -> str:
+    return (rec.get("text") or "") + (rec.get("cif") or "")
 
 
 def reference_stats(name: str, split: str, workers: int | None = None, progress: bool = True) -> dict:
@@ -114,7 +128,8 @@ def reference_stats(name: str, split: str, workers: int | None = None, progress:
     order = {m: i for i, m in enumerate(ids)}
     idx = np.array([order[m] for m in df["material_id"].astype(str)])
     key = hashlib.sha1("".join(df["material_id"].astype(str)).encode()).hexdigest()
-    pred = predictions(df["cif"].tolist(), key, prepared_dir(name) / f"{split}.{df.attrs['protocol']}.megnet.npz")
+    cache = prepared_dir(name) / f"{split}.{df.attrs['protocol']}.megnet.npz"
+    pred = predictions([{"cif": c} for c in df["cif"]], key, cache)
     from pymatgen.core import Composition
 
     density = df["cif"].map(lambda c: _density(c)).to_numpy() if "density" not in df else df["density"].to_numpy()
@@ -139,8 +154,7 @@ def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work
     from crystalicl.metrics.distribution import coverage, space_group_chi2, wdist
 
     work_dir = Path(work_dir)
-    cifs = [r.get("cif") for r in records]
-    per = analyze_many(cifs, work_dir / "analysis", workers, progress)
+    per = analyze_many(records, work_dir / "analysis", workers, progress)
     ref = reference_stats(*reference, workers=workers, progress=progress)
     n = len(per)
     vs = np.array([p.get("valid_structure", False) for p in per])
@@ -157,8 +171,8 @@ def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work
     pick = rng.choice(valid, size=min(n_property, len(valid)), replace=False) if len(valid) else valid
     m["wdist_density"] = wdist([per[i]["density"] for i in pick], ref["density"])
     m["wdist_num_elements"] = wdist([per[i]["n_elements"] for i in pick], ref["n_elements"])
-    key = hashlib.sha1(("".join(cifs[i] or "" for i in pick)).encode()).hexdigest()
-    pred = predictions([cifs[i] for i in pick], key, work_dir / "megnet_property_sample.npz")
+    key = hashlib.sha1(("".join(_rec_key(records[i]) for i in pick)).encode()).hexdigest()
+    pred = predictions([records[i] for i in pick], key, work_dir / "megnet_property_sample.npz")
     m["wdist_energy"] = wdist(pred["formation_energy"], ref["formation_energy"])
     sg = np.array([p.get("space_group_0.1") or 0 for p in per])
     m["p1_share"] = float(np.mean(sg[sg > 0] == 1)) if (sg > 0).any() else float("nan")
@@ -174,10 +188,9 @@ def evaluate_conditional(records: list[dict], work_dir: Path, workers: int | Non
                          progress: bool = True) -> dict:
     """Success rates against each record's target ``conditions`` (denominator: every prompt)."""
     work_dir = Path(work_dir)
-    cifs = [r.get("cif") for r in records]
-    per = analyze_many(cifs, work_dir / "analysis", workers, progress)
-    key = hashlib.sha1("".join(c or "" for c in cifs).encode()).hexdigest()
-    pred = predictions(cifs, key, work_dir / "megnet.npz")
+    per = analyze_many(records, work_dir / "analysis", workers, progress)
+    key = hashlib.sha1("".join(_rec_key(r) for r in records).encode()).hexdigest()
+    pred = predictions(records, key, work_dir / "megnet.npz")
     hits: dict[str, list[bool]] = {}
     for i, (r, p) in enumerate(zip(records, per, strict=True)):
         cond = r.get("conditions") or {}

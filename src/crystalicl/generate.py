@@ -213,7 +213,7 @@ def generate_to_file(gen: Generator, jobs: list[tuple[str, str, dict]], out_dir:
     n_ok = attempts = 0
     with open(path, "a") as f:
         for s in gen.run(todo, **kw):
-            rec = s.record()
+            rec = s.record() | {"format": gen.fmt}
             f.write(json.dumps(rec) + "\n")
             f.flush()
             attempts += s.attempts

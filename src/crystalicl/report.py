@@ -88,9 +88,9 @@ def write_report(run_dir, reference: str | None = None) -> Path:
         ok = [r for r in recs if r.get("cif")]
         md.append(f"- `{name}`: {len(recs)} samples, {len(ok)} decoded "
                   f"({np.mean([r.get('attempts', 1) for r in recs]):.2f} draws per sample)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            structures += [(name, Structure.from_str(r["cif"], fmt="cif")) for r in ok[:200]]
+        from crystalicl.evaluate import to_structure
+
+        structures += [(name, s) for s in map(to_structure, ok[:200]) if s is not None]
     if structures:
         dens = [s.density for _, s in structures]
         sgs = [s.get_space_group_info(symprec=0.1)[1] for _, s in structures[:200]]

@@ -96,7 +96,16 @@ class Symmetrized:
 
 
 def spglib_cell(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray):
-    return (np.asarray(lattice, float), np.asarray(frac, float), np.asarray(numbers, int))
+    """A spglib cell with atoms in a canonical order (atomic number, then wrapped coordinates).
+
+    spglib's result at a loose tolerance can depend on atom order for borderline crystals (an MP VO
+    cell comes out C2/m or R-3m depending on which element is listed first); sorting makes the space
+    group, and so the text, a function of the crystal alone.
+    """
+    frac = np.mod(np.asarray(frac, float), 1.0)
+    numbers = np.asarray(numbers, int)
+    order = np.lexsort((np.round(frac[:, 2], 6), np.round(frac[:, 1], 6), np.round(frac[:, 0], 6), numbers))
+    return (np.asarray(lattice, float), frac[order], numbers[order])
 
 
 def space_group_number(lattice, frac, numbers, symprec: float = SYMPREC) -> int | None:
@@ -117,7 +126,6 @@ def symmetrize(lattice, frac, numbers, symprec: float = SYMPREC) -> Symmetrized:
 
     from crystalicl import wyckoff
 
-    numbers = np.asarray(numbers, int)
     ds = spglib.get_symmetry_dataset(spglib_cell(lattice, frac, numbers), symprec=symprec,
                                      angle_tolerance=ANGLE_TOLERANCE)
     if ds is None:
