@@ -112,3 +112,14 @@ def test_lora_fine_tuning_of_a_real_pretrained_llm_lowers_the_loss(perov_instruc
     assert m["trainable_parameters"] < 0.05 * m["parameters"]
     assert (tmp_path / "adapter_model.safetensors").exists()
     assert json.loads((tmp_path / "crystalicl.json").read_text())["kind"] == "lora-adapter"
+
+
+def test_grammar_never_offers_a_fixed_wyckoff_position_twice():
+    tok = build_tokenizer()
+    g = Grammar(tok, "sgs-wyckoff")
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    prefix = "Pm-3m\n3.9 3.9 3.9\n90 90 90\nSr 1b\n0.50 0.50 0.50\nTi 1"
+    offered = {inv[int(t)] for t in g.allowed(prefix)}
+    assert "a" in offered and "b" not in offered  # 1b is taken; 1a is free
+    offered = {inv[int(t)] for t in g.allowed("Pm-3m\n3.9 3.9 3.9\n90 90 90\nO 3c\n0.00 0.50 0.50\nF 3")}
+    assert "c" not in offered and "d" in offered

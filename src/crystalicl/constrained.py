@@ -11,7 +11,9 @@ keep it a valid prefix of::
     coord = 0 . digit digit
 
 Wyckoff labels are restricted to those of the generated space group (multiplicity and letter must
-agree). Coordinates need not lie on the labelled position: the decoder projects them onto it exactly.
+agree), and a position without free parameters (e.g. ``1a`` at the origin) is offered once only, since
+a second orbit there would sit on top of the first. Coordinates need not lie on the labelled position:
+the decoder projects them onto it exactly.
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ class Grammar:
 
         return tuple(w.label for w in wyckoff_positions(self.groups[symbol].hall_number))
 
+    @cache  # noqa: B019
+    def fixed_labels(self, symbol: str) -> frozenset[str]:
+        """Positions without free parameters: each can hold one orbit only (a second would overlap it)."""
+        from crystalicl.wyckoff import wyckoff_positions
+
+        return frozenset(w.label for w in wyckoff_positions(self.groups[symbol].hall_number)
+                         if not np.any(w.ops[0, :, :3]))
+
     def _union(self, *names) -> np.ndarray:
         return np.concatenate([self.cls[n] for n in names])
 
@@ -102,7 +112,8 @@ class Grammar:
                 return self.cls["element"]
             if self.fmt != "sgs-wyckoff":
                 return self.cls["newline"]
-            return self._label(cur, lines[0])
+            used = {ln.split(" ")[1] for ln in lines[head + 2:-1:2] if " " in ln}
+            return self._label(cur, lines[0], used)
         allowed = self._numbers(cur, 3, self._coordinate)
         if self.cls["newline"][0] in allowed and len(allowed) == 1:  # coordinate line complete
             if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS:
@@ -146,17 +157,16 @@ class Grammar:
             return self.cls["digit"], False
         return np.array([], int), True
 
-    def _label(self, cur: str, symbol: str) -> np.ndarray:
+    def _label(self, cur: str, symbol: str, used: set[str]) -> np.ndarray:
         parts = cur.split(" ")
         if len(parts) == 1:
             return self.cls["space"]
         typed = parts[1]
-        labels = [lab for lab in self.labels(symbol) if lab.startswith(typed)]
-        if typed in labels and not any(lab != typed for lab in labels):
-            return self.cls["newline"]
+        taken = used & self.fixed_labels(symbol)
+        labels = [lab for lab in self.labels(symbol) if lab.startswith(typed) and lab not in taken]
         nxt = sorted({lab[len(typed)] for lab in labels if len(lab) > len(typed)})
         ids = [self.token_id[c] for c in nxt]
-        if typed in self.labels(symbol):
+        if typed in labels:
             ids += list(self.cls["newline"])
         return np.array(ids, int)
 
