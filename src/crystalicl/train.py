@@ -199,11 +199,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records, data_meta = _read_records(cfg.data)
     fmt = cfg.fmt or data_meta.get("format") or "sgs"
+    from accelerate import Accelerator
+
     torch.manual_seed(cfg.seed)
     model, tok, kind = _model_and_tokenizer(cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (not cuda or torch.cuda.is_bf16_supported())
+    # accelerate handles device placement and multi-GPU (launch with `accelerate launch -m crystalicl ...`);
+    # autocast stays explicit so CPU bf16 behaves the same with or without it.
+    acc = Accelerator(cpu=not cuda)
+    device = acc.device
     model.to(device).train()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cpu" or torch.cuda.is_bf16_supported())
+    world, rank = acc.num_processes, acc.process_index
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -213,12 +220,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raise ValueError(f"no usable training examples in {cfg.data} (all longer than {cfg.max_length} tokens?)")
     val = _encode(_read_records(cfg.val_data)[0], tok, cfg.max_length, cfg.full_loss)[0] if cfg.val_data else []
     lengths = np.array([len(x) for x, _ in data])
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    per_epoch = math.ceil(len(data) / cfg.batch_size / world)  # micro-batches per process and epoch
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
     lr = cfg.lr or (5e-4 if kind == "lora" else 2e-3)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup * total), total)
+    if world > 1:
+        model, opt = acc.prepare(model, opt)  # DDP; the scheduler is stepped by hand, once per step
     ckpt = out / "checkpoint"
     state = _State(history=[])
     if cfg.resume and ckpt.is_dir():
@@ -229,12 +238,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     stopped_by = "steps"
     while state.step < total:
         epoch, offset = divmod(micro, per_epoch)
-        batches = _batches(len(data), lengths, cfg.batch_size, cfg.seed, epoch)
+        batches = _batches(len(data), lengths, cfg.batch_size, cfg.seed, epoch)[rank::world][:per_epoch]
         for b in batches[offset:]:
             ids, mask, labels = _collate([data[i] for i in b], tok.pad_token_id)
             with autocast():
                 loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            (loss / cfg.grad_accum).backward()
+            acc.backward(loss / cfg.grad_accum)
             micro += 1
             state.tokens += int(mask.sum())
             if micro % cfg.grad_accum:
@@ -255,9 +264,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 v = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
                 state.history.append({"step": state.step, "val_loss": v, "seconds": round(elapsed, 1)})
             over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
+            if world > 1:  # every process stops at the same step
+                over_budget = bool(acc.reduce(torch.tensor(float(over_budget), device=device), "max") > 0)
             if state.step % cfg.save_every == 0 or state.step >= total or over_budget:
                 state.seconds, t0 = elapsed, time.perf_counter()
-                _save_checkpoint(ckpt, model, opt, sched, state)
+                if acc.is_main_process:
+                    _save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, state)
+                acc.wait_for_everyone()
                 t_start, tokens_start = t0, state.tokens  # checkpoint time is not training time
             if over_budget:
                 stopped_by = "time_budget"
@@ -275,9 +288,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "examples": len(data), "dropped_too_long": dropped, "history": state.history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in params), "device": device.type, "bf16": bf16,
+        "processes": world,
     }
+    model = acc.unwrap_model(model)
     if val:
         metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
+    if not acc.is_main_process:
+        return metrics
     _save_final(model, tok, kind, cfg, fmt, out)
     meta = {"kind": "compact" if kind == "compact" else ("lora-merged" if cfg.merge else "lora-adapter"),
             "base_model": cfg.base_model, "preset": cfg.preset if kind == "compact" else None, "format": fmt,
