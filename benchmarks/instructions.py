@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +46,9 @@ def main():
         t = time.perf_counter()
         ids, sfp, _, errors = dataset_fingerprints(DATASET, "train", a.workers, progress=False)
         dt = time.perf_counter() - t
+        fp_file = prepare.prepared_dir(DATASET) / f"{src}.fingerprints.npz"
+        if warm_cache:  # keep them: the pool below needs the same fingerprints
+            shutil.copy(fp_file, Path(warm_cache) / "prepared" / DATASET / fp_file.name)
     if warm_cache:  # back to the persistent cache for the rest
         os.environ["CRYSTALICL_CACHE_DIR"] = warm_cache
     else:
