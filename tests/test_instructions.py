@@ -153,3 +153,17 @@ def test_per_orbit_fingerprint_equals_the_mean_over_all_sites():
         s = Structure.from_str(cif, fmt="cif")
         assert np.allclose(structure_fingerprint(s, per_orbit=True), structure_fingerprint(s, per_orbit=False),
                            atol=1e-8)
+
+
+def test_xyz_translation_augmentation_moves_atoms_but_keeps_the_crystal(mp_pool):
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from crystalicl.text import decode
+
+    _, pool = mp_pool
+    rows = pool.frame.iloc[:5]
+    recs = list(build(rows, pool, ("formula",), "xyz", Mixture(few_shot=0, aux=0.0, translate=True), seed=0,
+                      progress=False))
+    assert any(r["response"] != row.xyz for r, (_, row) in zip(recs, rows.iterrows(), strict=True))
+    for r, (_, row) in zip(recs, rows.iterrows(), strict=True):
+        assert StructureMatcher().fit(decode(r["response"], "xyz"), decode(row.xyz, "xyz"))

@@ -33,15 +33,24 @@ class Mixture:
     shots: tuple[int, ...] = (1, 2, 3)
     aux: float = 0.5  # probability of a property-prediction instruction per target (0: the noAux ablation)
     shuffle: bool = False  # random demonstration order (ablation)
+    translate: bool = False  # XYZ only: randomly translate the target's atoms (the CrystaLLM baseline's augmentation)
 
 
 def target_conditions(row, names) -> dict:
     return {n: row[n] for n in names}
 
 
+def translated_xyz(cif: str, rng: np.random.Generator) -> str:
+    """XYZ text of a crystal after a random rigid translation of all its atoms."""
+    from crystalicl.text import decode, xyz
+
+    s = decode(cif, "cif")
+    return xyz.encode(s.lattice.matrix, s.frac_coords, [x.specie.symbol for x in s], shift=rng.random(3))
+
+
 def generation_record(template: PromptTemplate, fmt: str, row, names, pool: Pool | None = None,
                       strategy: str | None = None, k: int = 0, rng=None, shuffle: bool = False,
-                      exclude_id=None) -> dict:
+                      exclude_id=None, translate: bool = False) -> dict:
     """One generation instruction (0-shot when k == 0) for a target row of a prepared frame."""
     col = TEXT_COLUMN[fmt]
     examples, ids, fallback = [], [], None
@@ -55,7 +64,7 @@ def generation_record(template: PromptTemplate, fmt: str, row, names, pool: Pool
             ids.append(str(ex["material_id"]))
     return {
         "prompt": template.generation(describe(row, names), fmt, examples),
-        "response": row[col],
+        "response": translated_xyz(row["cif"], rng) if translate and fmt == "xyz" else row[col],
         "task": "few-shot" if k else "zero-shot",
         "strategy": strategy if k else None,
         "shots": k,
@@ -89,12 +98,12 @@ def build(targets: pd.DataFrame, pool: Pool, allowed_conditions, fmt: str = "sgs
     for _, row in tqdm(targets.iterrows(), total=len(targets), desc="instructions", disable=not progress):
         names = random_subset(available(row, allowed_conditions), rng)
         if mixture.zero_shot:
-            yield generation_record(template, fmt, row, names)
+            yield generation_record(template, fmt, row, names, rng=rng, translate=mixture.translate)
         for _ in range(mixture.few_shot if k_shots else 0):
             strategy = str(rng.choice(mixture.strategies))
             k = int(rng.choice(k_shots))
             yield generation_record(template, fmt, row, names, pool, strategy, k, rng, mixture.shuffle,
-                                    exclude_id=row["material_id"])
+                                    exclude_id=row["material_id"], translate=mixture.translate)
         props = [p for p in aux_props if pd.notna(row[p])]
         if props and rng.random() < mixture.aux:
             yield property_record(template, fmt, row, str(rng.choice(props)))
