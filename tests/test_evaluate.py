@@ -80,3 +80,18 @@ def test_megnet_reproduces_the_original_implementation():
     g = predict(BANDGAP, structs, state=0)
     assert np.nanmax(np.abs(e - [r["formation_energy_per_atom"] for r in rows])) < 1e-3
     assert np.nanmax(np.abs(g - [r["band_gap_pbe"] for r in rows])) < 1e-2
+
+
+def test_uniqueness_and_novelty_on_real_crystals():
+    from crystalicl.data.prepare import load_prepared
+    from crystalicl.evaluate import aggregate_runs, uniqueness_novelty
+
+    train = load_prepared("perov5", "train").iloc[:3]
+    test = sample("perov5", "test", n=3, seed=5)
+    recs = [{"cif": c} for c in list(train.cif) + list(train.cif[:1]) + list(test.cif)]
+    valid = np.ones(len(recs), bool)
+    m = uniqueness_novelty(recs, valid, ("perov5", "train"))
+    assert m["uniqueness"] == 6 / 7  # one duplicate
+    assert m["novelty"] == 3 / 7  # the three test crystals are not in the training split
+    agg = aggregate_runs([{"formula": 0.5}, {"formula": 0.7}])
+    assert agg["formula"] == 0.6 and abs(agg["formula_std"] - 0.1414) < 1e-3

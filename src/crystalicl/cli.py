@@ -80,16 +80,21 @@ def _train(a) -> None:
 
 
 def _evaluate(a) -> None:
-    from crystalicl.evaluate import evaluate_conditional, evaluate_unconditional, load_samples
+    from crystalicl.evaluate import aggregate_runs, evaluate_conditional, evaluate_unconditional, load_samples
 
-    records = load_samples(a.samples)
     out = Path(a.out)
-    work = out.with_suffix(".work")
-    if a.mode == "unconditional":
-        name, _, split = a.reference.partition(":")
-        metrics = evaluate_unconditional(records, (name, split or "test"), work, seed=a.seed, workers=a.workers)
-    else:
-        metrics = evaluate_conditional(records, work, workers=a.workers)
+    runs = []
+    for i, samples in enumerate(a.samples):
+        records = load_samples(samples)
+        work = out.with_suffix(f".work{i}")
+        if a.mode == "unconditional":
+            name, _, split = a.reference.partition(":")
+            nov = tuple(a.novelty_against.split(":")) if a.novelty_against else None
+            runs.append(evaluate_unconditional(records, (name, split or "test"), work, seed=a.seed,
+                                               workers=a.workers, novelty_against=nov, uniqueness=a.uniqueness))
+        else:
+            runs.append(evaluate_conditional(records, work, workers=a.workers))
+    metrics = runs[0] if len(runs) == 1 else aggregate_runs(runs) | {"per_run": runs}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
@@ -243,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("evaluate", help="metrics of generated crystals (JSONL samples or a directory of CIFs)")
     q.add_argument("mode", choices=("conditional", "unconditional"))
-    q.add_argument("--samples", required=True)
+    q.add_argument("--samples", required=True, nargs="+",
+                   help="samples.jsonl or a directory of CIFs; several runs give mean and std (<metric>_std)")
+    q.add_argument("--uniqueness", action="store_true", help="share of unique valid samples (StructureMatcher)")
+    q.add_argument("--novelty-against", dest="novelty_against", default=None,
+                   help="dataset:split to measure novelty against (e.g. perov5:train)")
     q.add_argument("--reference", default="perov5:test", help="dataset:split for unconditional metrics")
     q.add_argument("--out", default="metrics.json")
     q.add_argument("--seed", type=int, default=0)

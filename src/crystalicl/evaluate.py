@@ -147,7 +147,8 @@ def _density(cif: str) -> float:
 
 
 def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work_dir: Path, seed: int = 0,
-                           n_property: int = 1000, workers: int | None = None, progress: bool = True) -> dict:
+                           n_property: int = 1000, workers: int | None = None, progress: bool = True,
+                           novelty_against: tuple[str, str] | None = None, uniqueness: bool = False) -> dict:
     """CDVAE-protocol metrics: validity, COV-R/P, wdist of density / formation energy / element count."""
     from crystalicl.data.registry import dataset
     from crystalicl.features import scale_magpie
@@ -179,9 +180,61 @@ def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work
     m["space_group_chi2"] = space_group_chi2(sg[sg > 0], ref["space_group"])
     m["overlap"] = float(np.mean([p.get("overlap", True) for p in per]))
     m["negative_formation_energy"] = float(np.nanmean(pred["formation_energy"] < 0)) if len(pick) else float("nan")
+    if uniqueness or novelty_against:
+        m.update(uniqueness_novelty(records, vs & vc, novelty_against))
     m["reference"] = f"{reference[0]}:{reference[1]}"
     m["protocol"] = ref["protocol"]
     return m
+
+
+def uniqueness_novelty(records: list[dict], valid: np.ndarray, train: tuple[str, str] | None = None) -> dict:
+    """Share of valid samples that are unique among themselves and, with a training split, novel.
+
+    StructureMatcher (pymatgen defaults) compares only crystals with the same reduced formula.
+    """
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    sm = StructureMatcher()
+    seen: dict[str, list] = {}
+    unique = []
+    for i in np.flatnonzero(valid):
+        s = to_structure(records[i])
+        if s is None:
+            continue
+        f = s.composition.reduced_formula
+        if any(sm.fit(s, u) for u in seen.get(f, [])):
+            continue
+        seen.setdefault(f, []).append(s)
+        unique.append(s)
+    n_valid = max(int(valid.sum()), 1)
+    out = {"uniqueness": len(unique) / n_valid}
+    if train is not None:
+        from crystalicl.data.prepare import load_prepared
+
+        df = load_prepared(*train)
+        df = df[df["formula"].isin(seen)]
+        known: dict[str, list] = {}
+        for f, cif in zip(df["formula"], df["cif"], strict=True):
+            known.setdefault(f, []).append(cif)
+        novel = 0
+        for s in unique:
+            cands = [to_structure({"cif": c}) for c in known.get(s.composition.reduced_formula, [])]
+            novel += not any(c is not None and sm.fit(s, c) for c in cands)
+        out["novelty"] = novel / n_valid
+        out["novelty_reference"] = f"{train[0]}:{train[1]}"
+    return out
+
+
+def aggregate_runs(runs: list[dict]) -> dict:
+    """Mean and standard deviation of each numeric metric over repeated runs (``<key>_std``)."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    out = {}
+    for k in keys:
+        vals = np.array([r.get(k, np.nan) for r in runs], float)
+        out[k] = float(np.nanmean(vals))
+        out[f"{k}_std"] = float(np.nanstd(vals, ddof=1)) if len(runs) > 1 else 0.0
+    out["runs"] = len(runs)
+    return out
 
 
 def evaluate_conditional(records: list[dict], work_dir: Path, workers: int | None = None,
