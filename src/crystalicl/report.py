@@ -40,6 +40,13 @@ def _draw_structure(ax, structure, title: str) -> None:
     ax.axis("off")
 
 
+def _space_group(structure) -> int | None:
+    """Space-group number at the package's tolerance; None for crystals spglib cannot analyse (overlaps)."""
+    from crystalicl.symmetry import space_group_number
+
+    return space_group_number(structure.lattice.matrix, structure.frac_coords, [x.specie.Z for x in structure])
+
+
 def _samples(run: Path) -> list[tuple[str, list[dict]]]:
     out = []
     for p in sorted(run.rglob("samples.jsonl")):
@@ -55,6 +62,8 @@ def write_report(run_dir, reference: str | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from pymatgen.core import Structure
+
+    from crystalicl.symmetry import space_group
 
     run = Path(run_dir)
     metrics = {p.name.removesuffix(".metrics.json"): json.loads(p.read_text())
@@ -93,7 +102,7 @@ def write_report(run_dir, reference: str | None = None) -> Path:
         structures += [(name, s) for s in map(to_structure, ok[:200]) if s is not None]
     if structures:
         dens = [s.density for _, s in structures]
-        sgs = [s.get_space_group_info(symprec=0.1)[1] for _, s in structures[:200]]
+        sgs = [n for n in map(_space_group, (s for _, s in structures[:200])) if n]
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))
         axes[0].hist(dens, bins=30, alpha=0.7, label="generated", density=True)
         if reference:
@@ -117,7 +126,9 @@ def write_report(run_dir, reference: str | None = None) -> Path:
         images.append(("Density and space-group distributions", "distributions.png"))
         fig, axes = plt.subplots(1, min(4, len(structures)), figsize=(10, 2.8), squeeze=False)
         for ax, (_, s) in zip(axes[0], structures, strict=False):
-            _draw_structure(ax, s, f"{s.composition.reduced_formula} ({s.get_space_group_info(0.1)[0]})")
+            n = _space_group(s)
+            symbol = space_group(n).symbol if n else "no symmetry found"
+            _draw_structure(ax, s, f"{s.composition.reduced_formula} ({symbol})")
         fig.tight_layout()
         fig.savefig(run / "structures.png", dpi=120)
         plt.close(fig)
