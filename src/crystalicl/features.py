@@ -102,13 +102,6 @@ def fingerprint_cif(cif: str) -> tuple[np.ndarray | None, np.ndarray | None, str
         return None, None, f"{type(e).__name__}: {e}"
 
 
-def fingerprint_structure(structure) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    try:
-        return structure_fingerprint(structure), composition_fingerprint(structure.composition), None
-    except Exception as e:
-        return None, None, f"{type(e).__name__}: {e}"
-
-
 def _stack(results) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     n = len(results)
     sfp = np.full((n, STRUCTURE_DIM), np.nan)
@@ -123,14 +116,6 @@ def _stack(results) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         if err is None:
             sfp[i], cfp[i] = s, c
     return sfp, cfp, errors
-
-
-def fingerprint_many(structures, work_dir: Path, workers: int | None = None, progress: bool = True,
-                     desc: str = "fingerprints"):
-    """Fingerprints of many structures (resumable through ``work_dir``); failed rows are NaN with a reason."""
-    res = jobs.chunked_map(fingerprint_structure, list(structures), work_dir, chunk=256, workers=workers,
-                           timeout=TIMEOUT, desc=desc, progress=progress)
-    return _stack(res)
 
 
 def dataset_fingerprints(name: str, split: str, workers: int | None = None, progress: bool = True):
