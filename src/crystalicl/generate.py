@@ -124,7 +124,7 @@ class Generator:
     def run(self, jobs: list[tuple[str, str, dict]], batch_size: int = 32, seed: int = 0, max_attempts: int = 5,
             progress: bool = True, **sampling):
         """Yield a :class:`Sample` per job ``(id, prompt, meta)``; unparseable texts are redrawn."""
-        pending = [Sample(i, p, meta=m) for i, p, m in jobs]
+        pending = [Sample(i, p, meta={**m, "format": self.fmt}) for i, p, m in jobs]  # records say how to decode
         bar = tqdm(total=len(pending), desc="generate", unit="cryst", disable=not progress)
         rnd = 0
         while pending:
@@ -213,7 +213,7 @@ def generate_to_file(gen: Generator, jobs: list[tuple[str, str, dict]], out_dir:
     n_ok = attempts = 0
     with open(path, "a") as f:
         for s in gen.run(todo, **kw):
-            rec = s.record() | {"format": gen.fmt}
+            rec = s.record()
             f.write(json.dumps(rec) + "\n")
             f.flush()
             attempts += s.attempts
