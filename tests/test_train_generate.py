@@ -83,7 +83,7 @@ def test_generation_resumes_without_duplicates_and_constrained_text_always_parse
     assert all(decode(r["text"], "sgs") is not None for r in recs)
 
 
-@pytest.mark.parametrize("fmt", ["sgs", "sgs-wyckoff"])
+@pytest.mark.parametrize("fmt", ["sgs", "sgs-wyckoff", "xyz"])
 def test_grammar_random_walks_always_parse(fmt):
     tok = build_tokenizer()
     g = Grammar(tok, fmt)
@@ -123,3 +123,44 @@ def test_grammar_never_offers_a_fixed_wyckoff_position_twice():
     assert "a" in offered and "b" not in offered  # 1b is taken; 1a is free
     offered = {inv[int(t)] for t in g.allowed("Pm-3m\n3.9 3.9 3.9\n90 90 90\nO 3c\n0.00 0.50 0.50\nF 3")}
     assert "c" not in offered and "d" in offered
+
+
+@pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz", "sgs"])
+def test_grammar_holds_random_walks_to_real_targets_formula_and_space_group(fmt):
+    """Uniformly random tokens under the grammar still give each real target's formula and space group."""
+    from pymatgen.core import Composition
+
+    from crystalicl.symmetry import space_group
+
+    tok = build_tokenizer()
+    g = Grammar(tok, fmt)
+    rng = np.random.default_rng(1)
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    rows = [prepare_one(m, c) for name, n in (("perov5", 10), ("mp20_biternary", 20))
+            for m, c in zip(*sample(name, "test", n=n)[["material_id", "cif"]].to_numpy().T, strict=True)]
+    for row in rows:
+        row = type("Row", (), row)
+        target = g.target({"formula": row.formula, "space_group": row.space_group})
+        text = ""
+        for step in range(600):
+            t = int(rng.choice(g.allowed(text, room=600 - step, target=target)))
+            if t == tok.eos_token_id:
+                break
+            text += inv[t]
+        decode(text, fmt)
+        lines = text.split("\n")[(0 if fmt == "xyz" else 1) + 2::2]  # element (+ label) lines
+        written = Composition(_text_counts(lines, fmt))
+        if fmt == "sgs":  # a row's multiplicity follows from its coordinates: only the elements are held
+            assert set(written.as_dict()) == set(Composition(row.formula).as_dict()), text
+        else:  # random coordinates may put atoms on top of each other; the written composition is exact
+            assert written.reduced_formula == Composition(row.formula).reduced_formula, (row.formula, text)
+        if fmt != "xyz":
+            assert text.split("\n")[0] == space_group(int(row.space_group)).symbol
+
+
+def _text_counts(lines: list[str], fmt: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ln in lines:
+        el, *label = ln.split(" ")
+        counts[el] = counts.get(el, 0) + (int(label[0][:-1]) if fmt == "sgs-wyckoff" else 1)
+    return counts

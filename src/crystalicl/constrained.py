@@ -14,25 +14,61 @@ Wyckoff labels are restricted to those of the generated space group (multiplicit
 agree), and a position without free parameters (e.g. ``1a`` at the origin) is offered once only, since
 a second orbit there would sit on top of the first. Coordinates need not lie on the labelled position:
 the decoder projects them onto it exactly.
+
+A :class:`Target` adds the prompt's conditions to the grammar (``Grammar.target(conditions)``): the
+space-group line can only be the requested group, elements only those of the requested formula, and the
+crystal can only end once its composition is the formula (``sgs-wyckoff``: site multiplicities are known
+from the labels, so a label is offered only while the formula stays reachable with the positions left;
+``xyz``: one atom per line; ``sgs``: every element present, since a row's multiplicity depends on its
+coordinates). A sample cut by the token budget still ends, so it may then miss the formula.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
+from crystalicl.text.parsing import MAX_ATOMS as PARSE_MAX_ATOMS
+
 MAX_SITES = 64
 SITE_TOKENS = 24  # element, label, three coordinates, separators
+MAX_ATOMS = 256  # largest cell (conventional, for sgs-wyckoff) a formula constraint will aim at
+
+
+@dataclass(frozen=True)
+class Target:
+    """Conditions the grammar enforces for one prompt (any part may be absent)."""
+
+    symbol: str | None = None  # space-group symbol of the requested group
+    formula: tuple[tuple[str, int], ...] | None = None  # reduced composition, element -> count
+
+    @property
+    def elements(self) -> frozenset[str] | None:
+        return None if self.formula is None else frozenset(e for e, _ in self.formula)
+
+    @property
+    def empty(self) -> bool:
+        return self.symbol is None and self.formula is None
 
 
 @cache
-def _int_prefix(s: str, lo: int, hi: int) -> tuple[tuple[str, ...], bool]:
-    """Digits that extend ``s`` towards an integer in [lo, hi], and whether ``s`` already is one."""
-    values = [str(v) for v in range(lo, hi + 1)]
-    nxt = tuple(sorted({v[len(s)] for v in values if v.startswith(s) and len(v) > len(s)}))
-    return nxt, s != "" and lo <= int(s) <= hi
+def _int_prefix(s: str, values: tuple[int, ...]) -> tuple[tuple[str, ...], bool]:
+    """Digits that extend ``s`` towards one of the integers ``values``, and whether ``s`` already is one."""
+    texts = [str(v) for v in values]
+    nxt = tuple(sorted({v[len(s)] for v in texts if v.startswith(s) and len(v) > len(s)}))
+    return nxt, s in texts
+
+
+@cache
+def _third_angles(alpha: int, beta: int) -> tuple[int, ...]:
+    """Integer gammas that make a three-dimensional cell with ``alpha`` and ``beta`` (the decoder's check)."""
+    ca, cb = np.cos(np.radians([alpha, beta]))
+    g = np.arange(1, 180)
+    cg = np.cos(np.radians(g))
+    return tuple(int(x) for x in g[1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg > 1e-5])
 
 
 class Grammar:
@@ -70,6 +106,7 @@ class Grammar:
             "eos": np.array([self.eos], int),
         }
         self.token_id = {t: vocab[t] for t in list("0123456789abcdefghijklmnopqrstuvwxyzA")}
+        self.token_id_of = {t: vocab[t] for t in [*self.groups, *(e.symbol for e in Element)]}
 
     @cache  # noqa: B019  (one grammar per generator; bounded by the 230 groups)
     def labels(self, symbol: str) -> tuple[str, ...]:
@@ -88,38 +125,234 @@ class Grammar:
     def _union(self, *names) -> np.ndarray:
         return np.concatenate([self.cls[n] for n in names])
 
-    def allowed(self, text: str, room: int = 10**9) -> np.ndarray:
+    def target(self, conditions: dict | None) -> Target | None:
+        """The :class:`Target` of a prompt's conditions (formula and space group; other conditions are
+        properties the grammar cannot check)."""
+        from pymatgen.core import Composition
+
+        from crystalicl.errors import EncodeError
+        from crystalicl.symmetry import space_group
+
+        conditions = conditions or {}
+        symbol = formula = None
+        if conditions.get("space_group") is not None and self.fmt != "xyz":
+            symbol = space_group(int(conditions["space_group"])).symbol
+        if conditions.get("formula"):
+            try:
+                comp, _ = Composition(conditions["formula"]).get_integer_formula_and_factor()
+                reduced = Composition(comp)
+            except (ValueError, KeyError) as e:
+                raise EncodeError(f"cannot read the formula {conditions['formula']!r}: {e}") from e
+            formula = tuple(sorted((el.symbol, int(round(n))) for el, n in reduced.items()))
+            missing = [e for e, _ in formula if e not in self.element_symbols]
+            if missing:
+                raise EncodeError(f"formula {conditions['formula']!r} has elements the grammar lacks: {missing}")
+        t = Target(symbol, formula)
+        return None if t.empty else t
+
+    @property
+    def element_symbols(self) -> frozenset[str]:
+        from pymatgen.core.periodic_table import Element
+
+        return frozenset(e.symbol for e in Element)
+
+    def allowed(self, text: str, room: int = 10**9, target: Target | None = None) -> np.ndarray:
         """Token ids allowed after the generated ``text`` with ``room`` tokens left in the budget.
 
         A complete site ends the crystal when another one would not fit (a site is at most ~24 tokens),
-        so a sample cut by the budget still parses.
+        so a sample cut by the budget still parses. ``target`` restricts the text to the prompt's
+        conditions (see the module docstring).
         """
         lines = text.split("\n")
         head = 0 if self.fmt == "xyz" else 1
         n = len(lines)
         cur = lines[-1]
         if head and n == 1:  # space-group symbol line
-            return self.cls["group"] if cur == "" else self.cls["newline"]
+            if cur != "":
+                return self.cls["newline"]
+            if target is not None and target.symbol is not None:
+                return np.array([self.token_id_of[target.symbol]], int)
+            return self.cls["group"]
         if n == head + 1:
             return self._numbers(cur, 3, self._length)
         if n == head + 2:
             triclinic = head and lines[0] in self.groups and self.groups[lines[0]].crystal_system == "triclinic"
-            lo, hi = (60, 119) if triclinic else (1, 179)
-            return self._numbers(cur, 3, lambda x: self._angle(x, lo, hi))
+            values = tuple(range(60, 120)) if triclinic else tuple(range(1, 180))
+            parts = cur.split(" ")
+            if self.fmt == "xyz" and len(parts) == 2:  # the cell is taken as written: keep it three-dimensional
+                values = tuple(b for b in range(1, 180) if _third_angles(int(parts[0]), b))
+            elif self.fmt == "xyz" and len(parts) == 3:
+                values = _third_angles(int(parts[0]), int(parts[1]))
+            return self._numbers(cur, 3, lambda x: self._angle(x, values))
         site_line = n - head - 3
+        formula = target.formula if target is not None else None
+        sites = [ln.split(" ") for ln in lines[head + 2:-1:2]]  # complete element (+ label) lines
         if site_line % 2 == 0:  # element line (or end)
             if cur == "":
-                return self.cls["element"]
+                if formula is None:
+                    return self.cls["element"]
+                return self._elements(formula, lines[0] if head else "", sites, room)
             if self.fmt != "sgs-wyckoff":
                 return self.cls["newline"]
-            used = {ln.split(" ")[1] for ln in lines[head + 2:-1:2] if " " in ln}
-            return self._label(cur, lines[0], used)
+            used = {p[1] for p in sites if len(p) > 1}
+            # budget as at the start of this line: element, space and the label typed so far
+            after = self._sites_after(room + 2 + len(cur.split(" ")[-1]), len(sites))
+            return self._label(cur, lines[0], used, formula, sites, after)
         allowed = self._numbers(cur, 3, self._coordinate)
         if self.cls["newline"][0] in allowed and len(allowed) == 1:  # coordinate line complete
-            if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS:
+            symbol = lines[0] if head else ""
+            if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS or \
+                    self._atoms_bound(symbol, lines[head + 2::2]) + self._largest_orbit(symbol) > PARSE_MAX_ATOMS:
                 return self.cls["eos"]
+            if formula is not None:
+                sites = [ln.split(" ") for ln in lines[head + 2::2]]
+                if not self._complete(formula, sites):
+                    return self.cls["newline"]
+                if not self._extensible(formula, lines[0] if head else "", sites, room):
+                    return self.cls["eos"]
             return self._union("newline", "eos")
         return allowed
+
+    def _largest_orbit(self, symbol: str) -> int:
+        return 1 if self.fmt == "xyz" else max(int(lab[:-1]) for lab in self.labels(symbol))
+
+    def _atoms_bound(self, symbol: str, element_lines: list[str]) -> int:
+        """Most atoms the written sites can decode to (the parser refuses more than its limit)."""
+        if self.fmt == "sgs":
+            return len(element_lines) * self._largest_orbit(symbol)
+        return sum(self._counts([ln.split(" ") for ln in element_lines]).values())
+
+    # --- formula constraint ---------------------------------------------------------------------------
+    def _counts(self, sites: list[list[str]]) -> dict[str, int]:
+        """Atoms per element so far (the label's multiplicity for sgs-wyckoff, one per line for xyz)."""
+        counts: dict[str, int] = {}
+        for p in sites:
+            m = int(p[1][:-1]) if self.fmt == "sgs-wyckoff" and len(p) > 1 else 1
+            counts[p[0]] = counts.get(p[0], 0) + m
+        return counts
+
+    def _complete(self, formula, sites) -> bool:
+        """Whether the crystal may end here: its composition is the formula (sgs: all elements present)."""
+        counts = self._counts(sites)
+        if self.fmt == "sgs":
+            return set(counts) == {e for e, _ in formula}
+        k, r0 = divmod(counts.get(formula[0][0], 0), formula[0][1])
+        return k >= 1 and r0 == 0 and len(counts) == len(formula) and all(counts.get(e, 0) == k * r for e, r in formula)
+
+    @staticmethod
+    def _sites_after(room: int, n_sites: int) -> int:
+        """Sites that still fit after the one being written (token budget and :data:`MAX_SITES`)."""
+        return max(0, min(room // SITE_TOKENS - 1, MAX_SITES - n_sites - 1))
+
+    def _choices(self, symbol: str, used: frozenset[str]):
+        """(multiplicity, labels it uses up) of each site that could be added next."""
+        if self.fmt != "sgs-wyckoff":
+            return [(1, frozenset())]
+        fixed = self.fixed_labels(symbol)
+        return [(int(lab[:-1]), frozenset({lab}) & fixed) for lab in self.labels(symbol) if lab not in used & fixed]
+
+    @staticmethod
+    def _add(counts: dict[str, int], element: str, m: int) -> tuple[tuple[str, int], ...]:
+        c = dict(counts)
+        c[element] = c.get(element, 0) + m
+        return tuple(sorted(c.items()))
+
+    def _can_add(self, formula, symbol: str, sites, element: str, after: int) -> bool:
+        """Whether a site of ``element`` (some label) can be added and the formula still be reached."""
+        used = frozenset(p[1] for p in sites if len(p) > 1)
+        counts = self._counts(sites)
+        return any(self._feasible(symbol, formula, self._add(counts, element, m), used | extra, after)
+                   for m, extra in self._choices(symbol, used))
+
+    def _elements(self, formula, symbol: str, sites, room: int) -> np.ndarray:
+        if self.fmt == "sgs":  # keep a row for every element still missing
+            rows_left = min(self._sites_after(room, len(sites)) + 1,
+                            (PARSE_MAX_ATOMS - self._atoms_bound(symbol, [p[0] for p in sites]))
+                            // self._largest_orbit(symbol))
+            missing = [e for e, _ in formula if e not in {p[0] for p in sites}]
+            ok = missing if len(missing) >= rows_left else [e for e, _ in formula]
+        else:
+            after = self._sites_after(room, len(sites))
+            ok = [e for e, _ in formula if self._can_add(formula, symbol, sites, e, after)]
+            if not ok and not sites:  # the formula does not fit the budget: still write a crystal of its elements
+                ok = [e for e, _ in formula]
+        return np.array([self.token_id_of[e] for e in ok], int) if ok else self.cls["eos"]
+
+    def _extensible(self, formula, symbol: str, sites, room: int) -> bool:
+        """Whether another site can still lead to the formula (else the crystal must end)."""
+        if self.fmt == "sgs":
+            return True
+        after = self._sites_after(room - 1, len(sites))  # as at the next line's start, after the newline
+        return any(self._can_add(formula, symbol, sites, e, after) for e, _ in formula)
+
+    @cache  # noqa: B019  (bounded by the distinct partial compositions met while sampling)
+    def _feasible(self, symbol: str, formula, counts: tuple[tuple[str, int], ...], used: frozenset[str],
+                  sites: int) -> bool:
+        """Whether some number of formula units is reachable from ``counts`` with at most ``sites`` more
+        sites on the positions left: each element's deficit is a sum of multiplicities of positions with
+        free parameters (reusable) and of unused fixed positions (once each, shared out between elements).
+        Fixed positions of equal multiplicity are interchangeable, so the search runs over how many of
+        each multiplicity every element takes.
+        """
+        from itertools import product
+
+        have = dict(counts)
+        if any(e not in dict(formula) for e in have):
+            return False
+        free, fixed = self._positions(symbol, used)
+        top = max([*free, *(m for m, _ in fixed)], default=1)
+        per_unit = sum(r for _, r in formula)
+        kmin = max(1, max(-(-have.get(e, 0) // r) for e, r in formula))
+        for k in range(kmin, MAX_ATOMS // per_unit + 1):
+            deficits = [k * r - have.get(e, 0) for e, r in formula]
+            if sum(-(-d // top) for d in deficits) > sites:  # grows with k: no larger k helps
+                return False
+            states = {tuple(c for _, c in fixed): 0}  # unused fixed positions per multiplicity -> sites used
+            for d in deficits:
+                nxt: dict[tuple[int, ...], int] = {}
+                for left, used_sites in states.items():
+                    for take in product(*(range(c + 1) for c in left)):
+                        rest = d - sum(t * m for t, (m, _) in zip(take, fixed, strict=True))
+                        if rest < 0:
+                            continue
+                        total = used_sites + sum(take) + self._fewest_free(symbol, rest)
+                        key = tuple(c - t for c, t in zip(left, take, strict=True))
+                        if total <= sites and total < nxt.get(key, sites + 1):
+                            nxt[key] = total
+                states = nxt
+                if not states:
+                    break
+            if states:
+                return True
+        return False
+
+    @cache  # noqa: B019
+    def _positions(self, symbol: str, used: frozenset[str]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """Multiplicities of the reusable positions, and (multiplicity, count) of the unused fixed ones."""
+        if self.fmt != "sgs-wyckoff":
+            return (1,), ()
+        fixed = self.fixed_labels(symbol)
+        free = tuple(sorted({int(lab[:-1]) for lab in self.labels(symbol) if lab not in fixed}))
+        left: dict[int, int] = {}
+        for lab in self.labels(symbol):
+            if lab in fixed and lab not in used:
+                left[int(lab[:-1])] = left.get(int(lab[:-1]), 0) + 1
+        return free, tuple(sorted(left.items()))
+
+    @cache  # noqa: B019
+    def _fewest_free(self, symbol: str, d: int) -> int:
+        """The fewest sites on reusable positions holding exactly ``d`` atoms (a large number if none can)."""
+        return int(self._fewest_free_table(symbol)[d]) if d <= MAX_ATOMS else MAX_ATOMS + MAX_SITES
+
+    @cache  # noqa: B019
+    def _fewest_free_table(self, symbol: str) -> np.ndarray:
+        free, _ = self._positions(symbol, frozenset())
+        fewest = np.full(MAX_ATOMS + 1, MAX_ATOMS + MAX_SITES)
+        fewest[0] = 0
+        for m in free:
+            for d in range(m, MAX_ATOMS + 1):
+                fewest[d] = min(fewest[d], fewest[d - m] + 1)
+        return fewest
 
     def _numbers(self, cur: str, count: int, number) -> np.ndarray:
         parts = cur.split(" ")
@@ -142,10 +375,10 @@ class Grammar:
             return (self.cls["dot"] if len(s) == 2 else self._union("digit", "dot")), False
         return (self.cls["digit"], False) if s.endswith(".") else (np.array([], int), True)
 
-    def _angle(self, s: str, lo: int, hi: int):
-        """Integer degrees in [lo, hi]; any triple in [60, 119] is a valid triclinic cell, other systems
+    def _angle(self, s: str, values: tuple[int, ...]):
+        """Integer degrees among ``values``; any triple in [60, 119] is a valid triclinic cell, other systems
         only keep the angles their regularisation does not overwrite."""
-        nxt, complete = _int_prefix(s, lo, hi)
+        nxt, complete = _int_prefix(s, values)
         return np.array([self.token_id[d] for d in nxt], int), complete
 
     def _coordinate(self, s: str):
@@ -157,13 +390,19 @@ class Grammar:
             return self.cls["digit"], False
         return np.array([], int), True
 
-    def _label(self, cur: str, symbol: str, used: set[str]) -> np.ndarray:
+    def _label(self, cur: str, symbol: str, used: set[str], formula=None, sites=(), after: int = 0) -> np.ndarray:
         parts = cur.split(" ")
         if len(parts) == 1:
             return self.cls["space"]
         typed = parts[1]
-        taken = used & self.fixed_labels(symbol)
+        fixed = self.fixed_labels(symbol)
+        taken = used & fixed
         labels = [lab for lab in self.labels(symbol) if lab.startswith(typed) and lab not in taken]
+        if formula is not None:
+            counts = self._counts(sites)
+            labels = [lab for lab in labels if self._feasible(
+                symbol, formula, self._add(counts, parts[0], int(lab[:-1])), frozenset(used | ({lab} & fixed)),
+                after)] or labels  # none fits: the formula is out of reach, any label keeps the text valid
         nxt = sorted({lab[len(typed)] for lab in labels if len(lab) > len(typed)})
         ids = [self.token_id[c] for c in nxt]
         if typed in labels:
@@ -174,11 +413,13 @@ class Grammar:
 class GrammarLogitsProcessor:
     """A transformers logits processor applying :class:`Grammar` to each row of a batch."""
 
-    def __init__(self, grammar: Grammar, tokenizer, prompt_length: int, max_new_tokens: int):
+    def __init__(self, grammar: Grammar, tokenizer, prompt_length: int, max_new_tokens: int,
+                 targets: list[Target | None] | None = None):
         self.grammar = grammar
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
         self.max_new_tokens = max_new_tokens
+        self.targets = targets
 
     def __call__(self, input_ids, scores):
         import torch
@@ -191,6 +432,6 @@ class GrammarLogitsProcessor:
             if self.tokenizer.eos_token in text or self.tokenizer.pad_token in text:
                 mask[i, self.grammar.eos] = 0.0  # finished rows: keep padding with EOS
                 continue
-            allowed = self.grammar.allowed(text, room)
+            allowed = self.grammar.allowed(text, room, self.targets[i] if self.targets else None)
             mask[i, torch.as_tensor(allowed, dtype=torch.long)] = 0.0
         return scores + mask

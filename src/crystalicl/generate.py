@@ -51,21 +51,25 @@ class Generator:
     """A trained crystalicl model with its tokenizer, text format and prompt template."""
 
     def __init__(self, model, tokenizer, fmt: str, template: PromptTemplate, kind: str = "compact",
-                 constrained: bool | None = None):
+                 constrained: bool | None = None, enforce_conditions: bool = True):
         self.model, self.tokenizer, self.fmt, self.template, self.kind = model, tokenizer, fmt, template, kind
         self.tokenizer.padding_side = "left"
         self.constrained = (kind == "compact") if constrained is None else constrained
+        # with the grammar on, also hold each sample to its prompt's formula and space group
+        self.enforce_conditions = enforce_conditions
         self._grammar = None
 
     @classmethod
-    def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None) -> Generator:
+    def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
+                        enforce_conditions: bool = True) -> Generator:
         import torch
 
         from crystalicl.model.loading import load_trained
 
         model, tok, meta = load_trained(Path(model_dir))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained)
+        return cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
+                   enforce_conditions)
 
     @property
     def grammar(self):
@@ -89,8 +93,9 @@ class Generator:
 
     # --- sampling -------------------------------------------------------------------------------------
     def sample_texts(self, prompts: list[str], seed: int = 0, temperature: float = 0.9, top_p: float = 0.9,
-                     max_new_tokens: int = 512) -> list[str]:
-        """One sampled response per prompt (batched)."""
+                     max_new_tokens: int = 512, conditions: list[dict | None] | None = None) -> list[str]:
+        """One sampled response per prompt (batched); ``conditions`` (one per prompt) are enforced by the
+        grammar when both ``constrained`` and ``enforce_conditions`` are on."""
         import torch
         from transformers import LogitsProcessorList
 
@@ -108,7 +113,10 @@ class Generator:
         if self.constrained:
             from crystalicl.constrained import GrammarLogitsProcessor
 
-            procs.append(GrammarLogitsProcessor(self.grammar, tok, n, max_new_tokens))
+            targets = None
+            if self.enforce_conditions and conditions is not None:
+                targets = [self.grammar.target(c) for c in conditions]
+            procs.append(GrammarLogitsProcessor(self.grammar, tok, n, max_new_tokens, targets))
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device), do_sample=True,
@@ -130,7 +138,8 @@ class Generator:
         while pending:
             batch, pending = pending[:batch_size], pending[batch_size:]
             t = time.perf_counter()
-            texts = self.sample_texts([s.prompt for s in batch], seed=seed * 100_003 + rnd, **sampling)
+            texts = self.sample_texts([s.prompt for s in batch], seed=seed * 100_003 + rnd,
+                                      conditions=[s.meta.get("conditions") for s in batch], **sampling)
             dt = (time.perf_counter() - t) / len(batch)
             rnd += 1
             retry = []
