@@ -182,12 +182,14 @@ class Generator:
         return list(self.run(jobs, seed=seed, progress=False, **kw))
 
 
-def select_examples(pool, strategy: str, conditions: dict, k: int, rng, fmt: str, exclude_id=None):
-    """(demonstrations as (conditions, text), their ids, fallback) chosen from a pool."""
+def select_examples(pool, strategy: str, conditions: dict, k: int, rng, fmt: str, exclude_id=None,
+                    shuffle: bool = False):
+    """(demonstrations as (conditions, text), their ids, fallback) chosen from a pool (``shuffle``: in random
+    order, the ablation)."""
     from crystalicl.instructions import TEXT_COLUMN
 
     names = list(conditions)
-    sel = pool.select(strategy, conditions, names, k, rng, exclude_id=exclude_id)
+    sel = pool.select(strategy, conditions, names, k, rng, exclude_id=exclude_id, shuffle=shuffle)
     rows = pool.frame.iloc[sel.indices]
     demos = [({n: r[n] for n in names if n in r}, r[TEXT_COLUMN[fmt]]) for _, r in rows.iterrows()]
     return demos, [str(m) for m in rows["material_id"]], sel.fallback
@@ -244,7 +246,8 @@ def _repair_tail(path: Path) -> None:
 
 
 def conditional_jobs(gen: Generator, targets, pool, names: list[str], shots: int, strategy: str = "C",
-                     seed: int = 0, samples_per_target: int = 1, tag: str = "") -> list[tuple[str, str, dict]]:
+                     seed: int = 0, samples_per_target: int = 1, tag: str = "",
+                     shuffle: bool = False) -> list[tuple[str, str, dict]]:
     """One job per (target, sample): target conditions from a prepared frame, demonstrations from ``pool``."""
     rng = np.random.default_rng(seed)
     jobs = []
@@ -254,7 +257,7 @@ def conditional_jobs(gen: Generator, targets, pool, names: list[str], shots: int
             demos, ids, fallback = ([], [], None)
             if shots:
                 demos, ids, fallback = select_examples(pool, strategy, cond, shots, rng, gen.fmt,
-                                                       exclude_id=row["material_id"])
+                                                       exclude_id=row["material_id"], shuffle=shuffle)
             meta = {"conditions": cond, "target_id": str(row["material_id"]), "example_ids": ids,
                     "shots": shots, "strategy": strategy if shots else None, "fallback": fallback}
             jobs.append((f"{tag}{row['material_id']}-{j}", gen.prompt(cond, demos), meta))

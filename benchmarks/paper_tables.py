@@ -1,0 +1,324 @@
+"""The paper's tables at CPU scale, every arm trained with the same preset and wall-clock budget.
+
+    python benchmarks/paper_tables.py --tables conditional,unconditional --datasets perov5 \\
+        --formats sgs,xyz,sgs-wyckoff --preset tiny --budget 300 --n 200 --runs 2 --n-uncond 1000
+
+Tables (``--tables``):
+- ``conditional`` (Table 1 / Fig. 4): CrystalLLM-style baseline (zero-shot instructions only, whole-text loss,
+  random translations for XYZ) vs CrystalICL (zero-shot + few-shot C/F/CF/Rand mixture + property task) at 0
+  and 3 shots (C demonstrations from the training pool), per text format; ``--runs`` × ``--n`` test prompts
+  carrying all the dataset's conditions; mean and std over runs.
+- ``unconditional`` (Table 2): validity, COV-R/P, wdist of ``--n-uncond`` samples per model.
+- ``cross-domain`` (Fig. 5): the MP-20 CrystalICL model prompted with Perov-5 / Carbon-24 conditions and
+  demonstrations from that domain's training pool.
+- ``ablations`` (Tables 3-5): single-strategy and noAux instruction mixtures; inference selection C/CF/F/R
+  and shuffled order; K = 1, 2, 3 — on MP-20 with demonstrations from the validation+test pool (offline:
+  the training pool, as val is the reduced protocol's training split).
+
+Decoding: the grammar keeps every sample parseable but does not enforce the prompt's conditions, so the
+success rates measure the model (the paper redrew unparseable samples instead). Offline the reduced protocol
+of ``../shared/data/README.md`` applies and every number is labelled with it; ``mp20`` falls back to
+``mp20_biternary`` when MP-20 is not available. Everything is cached under ``--work`` and resumes.
+Results: ``benchmarks/results/paper_tables.json`` in the layout of ``paper_results.json`` (std and extra
+metrics in parallel keys) and ``paper_tables.md`` with the paper's numbers beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import write  # noqa: E402
+
+from crystalicl.instructions import Mixture  # noqa: E402
+
+FORMAT_NAME = {"xyz": "XYZ", "sgs": "SGS", "sgs-wyckoff": "SGS-Wyckoff"}
+TABLE_KEY = {"mp20": "MP20", "mp20_biternary": "MP20", "perov5": "P5", "carbon24": "C24", "mpts52": "MPTS52"}
+MIXTURES = {  # training arms
+    "CrystalLLM": Mixture(zero_shot=True, few_shot=0, aux=0.0),
+    "CrystalICL": Mixture(),
+    "Rand": Mixture(strategies=("R",)),
+    "F": Mixture(strategies=("F",)),
+    "CF": Mixture(strategies=("CF",)),
+    "C": Mixture(strategies=("C",)),
+    "noAux": Mixture(aux=0.0),
+}
+UNCOND_COLUMNS = ["valid_composition", "valid_structure", "valid_overall", "cov_recall", "cov_precision",
+                  "wdist_density", "wdist_energy", "wdist_num_elements"]
+PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
+
+
+def mp20_name() -> str:
+    from crystalicl.data import sources
+    from crystalicl.errors import DatasetError
+
+    try:
+        sources.protocol("mp20")
+        return "mp20"
+    except DatasetError:
+        return "mp20_biternary"
+
+
+def resolve(name: str) -> str:
+    return mp20_name() if name == "mp20" else name
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.work = Path(a.work)
+        self.timings: dict[str, float] = {}
+
+    # --- models ---------------------------------------------------------------------------------------
+    def model(self, ds: str, arm: str, fmt: str) -> Path:
+        """Train (or reuse) one arm: instruction set, then ``--budget`` seconds of the ``--preset`` model."""
+        from crystalicl.instructions import build_dataset
+        from crystalicl.train import TrainConfig, train
+
+        d = self.work / ds / f"{arm}-{fmt}"
+        out = d / "model"
+        if (out / "crystalicl.json").exists():
+            return out
+        mix = MIXTURES[arm]
+        if arm == "CrystalLLM" and fmt == "xyz":
+            mix = replace(mix, translate=True)  # the CrystaLLM baseline's augmentation
+        data, val = d / "train.jsonl", d / "val.jsonl"
+        if not data.exists():
+            build_dataset(ds, "train", fmt, mix, seed=0, workers=self.a.workers, out=data)
+        if not val.exists():
+            build_dataset(ds, "val", fmt, mix, seed=1, limit=128, workers=self.a.workers, out=val)
+        t = time.perf_counter()
+        train(TrainConfig(data=str(data), val_data=str(val), out=str(out), preset=self.a.preset,
+                          epochs=self.a.epochs, batch_size=16, time_budget=self.a.budget, eval_every=200,
+                          save_every=200, full_loss=arm == "CrystalLLM", seed=0, resume=True))
+        self.timings[f"train {ds} {arm} {fmt}"] = time.perf_counter() - t
+        return out
+
+    def generator(self, model: Path):
+        from crystalicl.generate import Generator
+
+        return Generator.from_pretrained(model, constrained=True, enforce_conditions=False)
+
+    # --- sampling + scoring ---------------------------------------------------------------------------
+    def conditional(self, model: Path, target: str, shots: int, strategy: str = "C", pool_split: str = "train",
+                    shuffle: bool = False, tag: str = "") -> dict:
+        """Mean ± std over ``--runs`` runs of ``--n`` test prompts (all of the target's conditions)."""
+        from crystalicl.data.prepare import load_prepared
+        from crystalicl.data.registry import dataset
+        from crystalicl.evaluate import aggregate_runs, evaluate_conditional, load_samples
+        from crystalicl.generate import conditional_jobs, generate_to_file
+        from crystalicl.instructions import load_pool
+
+        gen = self.generator(model)
+        test = load_prepared(target, "test")
+        names = list(dataset(target).conditions)
+        pool = load_pool(target, pool_split, fingerprints=strategy in ("F", "CF"), workers=self.a.workers,
+                         progress=False) if shots else None
+        runs = []
+        for r in range(self.a.runs):
+            targets = test.sample(n=min(self.a.n, len(test)), random_state=r)
+            out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
+            jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
+            t = time.perf_counter()
+            generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r, max_new_tokens=self.a.max_tokens,
+                             max_attempts=1, progress=False)
+            self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+            runs.append(evaluate_conditional(load_samples(out / "samples.jsonl"), out / "eval",
+                                             workers=self.a.workers, progress=False))
+        return aggregate_runs(runs)
+
+    def unconditional(self, model: Path, ds: str) -> dict:
+        from crystalicl.evaluate import evaluate_unconditional, load_samples
+        from crystalicl.generate import generate_to_file, unconditional_jobs
+
+        gen = self.generator(model)
+        out = model.parent / "uncond"
+        t = time.perf_counter()
+        generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
+                         max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
+        self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+        return evaluate_unconditional(load_samples(out / "samples.jsonl"), (ds, "test"), out / "eval",
+                                      workers=self.a.workers, progress=False)
+
+
+def _row(m: dict, keys: list[str]) -> dict:
+    return {k: round(m[k], 4) for k in keys if k in m}
+
+
+def run_conditional(b: Bench, res: dict) -> None:
+    for ds in map(resolve, b.a.datasets):
+        key = TABLE_KEY[ds]
+        for fmt in b.a.formats:
+            f = FORMAT_NAME[fmt]
+            arms = [(f"CrystalLLM ({f})", "CrystalLLM", 0), (f"CrystalICL ({f}) 0-shot", "CrystalICL", 0),
+                    (f"CrystalICL ({f}) 3-shot", "CrystalICL", 3)]
+            for name, arm, shots in arms:
+                m = b.conditional(b.model(ds, arm, fmt), ds, shots)
+                res["conditional_success_rate"].setdefault(key, {})[name] = _row(m, PAPER_CONDITIONAL)
+                res["conditional_success_rate_std"].setdefault(key, {})[name] = {
+                    k: round(m[f"{k}_std"], 4) for k in PAPER_CONDITIONAL if f"{k}_std" in m}
+                res["conditional_extra"].setdefault(key, {})[name] = _row(
+                    m, ["parse_rate", "valid_structure", "valid_overall", "space_group_symprec_0.1", "overlap",
+                        "negative_formation_energy", "n_samples", "runs"])
+                if key == "MP20":
+                    res["realism_MP20_conditional"][name] = [
+                        round(m["overlap"], 4), round(m.get("space_group", float("nan")), 4),
+                        round(m["negative_formation_energy"], 4)]
+                res["protocol"][key] = _protocol(ds)
+                _save(b, res)
+
+
+def run_unconditional(b: Bench, res: dict) -> None:
+    for ds in map(resolve, b.a.datasets):
+        key = TABLE_KEY[ds]
+        for fmt in b.a.formats:
+            for arm in ("CrystalLLM", "CrystalICL"):
+                m = b.unconditional(b.model(ds, arm, fmt), ds)
+                res["unconditional"].setdefault(key, {})[f"{arm} ({FORMAT_NAME[fmt]})"] = [
+                    round(m[c], 4) if c in m else None for c in UNCOND_COLUMNS]
+                res["protocol"][key] = _protocol(ds)
+                _save(b, res)
+
+
+def run_cross_domain(b: Bench, res: dict) -> None:
+    src = mp20_name()
+    for fmt in b.a.formats:
+        model = b.model(src, "CrystalICL", fmt)
+        for target in ("perov5", "carbon24"):
+            for shots in (0, 3):
+                m = b.conditional(model, target, shots, tag="-cross")
+                res["cross_domain"].setdefault(TABLE_KEY[target], {})[
+                    f"CrystalICL ({FORMAT_NAME[fmt]}) {shots}-shot, trained on {TABLE_KEY[src]}"] = _row(
+                    m, ["formula", "space_group", "formula_std", "space_group_std", "parse_rate", "valid_overall"])
+                _save(b, res)
+
+
+def run_ablations(b: Bench, res: dict) -> None:
+    ds = mp20_name()
+    fmt = b.a.formats[0]
+    pool = "train"  # offline the reduced protocol trains on val; the full protocol uses val (+test) as the paper
+    if _protocol(ds) == "full":
+        pool = "val"
+    for arm in ("Rand", "F", "CF", "C", "noAux", "CrystalICL"):
+        model = b.model(ds, arm, fmt)
+        for shots in (0, 3):
+            m = b.conditional(model, ds, shots, pool_split=pool)
+            res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
+                round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
+            _save(b, res)
+    model = b.model(ds, "CrystalICL", fmt)
+    for strategy, shuffle in (("C", False), ("CF", False), ("F", False), ("R", False), ("C", True)):
+        m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "")
+        res["ablation_inference_selection"][strategy + (" shuffled" if shuffle else "")] = [
+            round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
+        _save(b, res)
+    for k in (1, 2, 3):
+        m = b.conditional(model, ds, k, "C", pool)
+        res["ablation_k"][f"K={k}"] = [round(m.get(x, float("nan")), 4) for x in PAPER_CONDITIONAL]
+        _save(b, res)
+
+
+def _protocol(ds: str) -> str:
+    from crystalicl.data import sources
+
+    return f"{sources.protocol(ds)} ({ds})"
+
+
+def _save(b: Bench, res: dict) -> None:
+    """Write the partial results after every arm, so an interrupted run keeps what it measured."""
+    res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
+    write("paper_tables", res, markdown(res))
+
+
+def markdown(res: dict) -> str:
+    from crystalicl.report import _paper_results
+
+    paper = _paper_results() or {}
+    s = res["setup"]
+    md = ["# The paper's tables at CPU scale", "",
+          f"Every arm: compact `{s['preset']}` preset, {s['budget_s']} s of training on this CPU, "
+          f"{s['runs']} × {s['n']} prompts per conditional cell, {s['n_uncond']} unconditional samples. "
+          "Decoding: grammar only (conditions not enforced). Protocol per dataset: "
+          + ", ".join(f"{k}: {v}" for k, v in res["protocol"].items()) + ". Paper: Llama-2-7B + LoRA on the full "
+          "splits, so the reduced-protocol numbers are reduced-data figures, not the benchmark.", ""]
+    for key, arms in res["conditional_success_rate"].items():
+        md += [f"## Conditional success rates, {key} (ours: mean ± std over runs; paper in brackets)", "",
+               "| arm | formula | space group | formation energy | band gap | parse | valid |",
+               "|---|---|---|---|---|---|---|"]
+        ref = paper.get("conditional_success_rate", {}).get(key, {})
+        for name, m in arms.items():
+            sd = res["conditional_success_rate_std"][key][name]
+            ex = res["conditional_extra"][key][name]
+            cells = []
+            for k in PAPER_CONDITIONAL:
+                if k not in m:
+                    cells.append("–")
+                    continue
+                p = ref.get(name, {}).get(k)
+                cells.append(f"{m[k]:.3f} ± {sd.get(k, 0):.3f}" + (f" [{p:.3f}]" if p is not None else ""))
+            md.append(f"| {name} | " + " | ".join(cells) + f" | {ex.get('parse_rate', 0):.3f} | "
+                      f"{ex.get('valid_overall', 0):.3f} |")
+        md.append("")
+    for key, arms in res["unconditional"].items():
+        md += [f"## Unconditional, {key} (paper in brackets)", "",
+               "| model | " + " | ".join(UNCOND_COLUMNS) + " |", "|---" * (len(UNCOND_COLUMNS) + 1) + "|"]
+        ref = paper.get("unconditional", {}).get(key, {})
+        for name, row in arms.items():
+            p = ref.get(name)
+            md.append(f"| {name} | " + " | ".join(
+                ("–" if v is None else f"{v:.3f}") + (f" [{p[i]:.3f}]" if p and p[i] is not None else "")
+                for i, v in enumerate(row)) + " |")
+        md.append("")
+    for title, key in (("Cross-domain", "cross_domain"),):
+        for tgt, arms in res[key].items():
+            md += [f"## {title}: {tgt}", "", "| arm | formula | space group | parse |", "|---|---|---|---|"]
+            md += [f"| {n} | {m.get('formula', 0):.3f} | {m.get('space_group', 0):.3f} | {m.get('parse_rate', 0):.3f} |"
+                   for n, m in arms.items()]
+            md.append("")
+    for title, key in (("Ablation: instruction mixtures", "ablation_instruction_types"),
+                       ("Ablation: inference selection (3-shot)", "ablation_inference_selection"),
+                       ("Ablation: K", "ablation_k")):
+        if res[key]:
+            md += [f"## {title}", "", f"`{json.dumps(res[key])}` (columns: {', '.join(PAPER_CONDITIONAL)})", ""]
+    return "\n".join(md)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tables", default="conditional,unconditional")
+    ap.add_argument("--datasets", default="perov5,carbon24,mp20")
+    ap.add_argument("--formats", default="sgs,xyz,sgs-wyckoff")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
+    ap.add_argument("--epochs", type=float, default=20)
+    ap.add_argument("--n", type=int, default=1000, help="prompts per run")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--n-uncond", dest="n_uncond", type=int, default=10000)
+    ap.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    ap.add_argument("--max-tokens", dest="max_tokens", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", default="runs/paper")
+    a = ap.parse_args()
+    a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
+    res = {"setup": {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
+                     "decoding": "grammar-constrained syntax, conditions not enforced", "tables": tables},
+           "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
+           "conditional_extra": {}, "realism_MP20_conditional": {}, "unconditional": {}, "cross_domain": {},
+           "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
+    res["unconditional_columns"] = UNCOND_COLUMNS
+    b = Bench(a)
+    steps = {"conditional": run_conditional, "unconditional": run_unconditional,
+             "cross-domain": run_cross_domain, "ablations": run_ablations}
+    for t in tables:
+        steps[t](b, res)
+    _save(b, res)
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
