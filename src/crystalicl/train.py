@@ -2,6 +2,8 @@
 
 The loss is the negative log-likelihood of the response (and end-of-sequence) given the prompt; prompt
 tokens are not scored (``full_loss`` scores everything, as the CrystaLLM-style baseline does).
+The learning rate warms up, then follows a cosine over the run's progress — steps, or the share of
+``time_budget`` spent when that is further along, so a budgeted run always ends annealed.
 Checkpoints (weights, optimiser, scheduler, step) are written atomically every ``save_every`` steps and
 when the wall-clock budget runs out; ``resume`` continues from the last one with the same batch order
 (the order is a pure function of seed and epoch). The output directory holds everything generation
@@ -191,7 +193,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     import contextlib
 
     import torch
-    from transformers import get_cosine_schedule_with_warmup
 
     from crystalicl.prompts import DEFAULT
 
@@ -225,7 +226,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     lr = cfg.lr or (5e-4 if kind == "lora" else 2e-3)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup * total), total)
+    clock = {"elapsed": 0.0}  # training seconds so far, read by the schedule
+
+    def lr_factor(step: int) -> float:
+        """Warm-up then cosine decay over the run's progress: steps done, or the time budget spent if that
+        is further along, so a budgeted run anneals fully whatever its step count."""
+        p = step / total
+        if cfg.time_budget:
+            p = max(p, clock["elapsed"] / cfg.time_budget)
+        if p < cfg.warmup:
+            return p / cfg.warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (p - cfg.warmup) / max(1.0 - cfg.warmup, 1e-9))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     if world > 1:
         model, opt = acc.prepare(model, opt)  # DDP; the scheduler is stepped by hand, once per step
     ckpt = out / "checkpoint"
@@ -250,6 +263,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 continue
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            clock["elapsed"] = state.seconds + time.perf_counter() - t_start
             sched.step()
             opt.zero_grad(set_to_none=True)
             state.step += 1
@@ -259,7 +273,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tok_s:,.0f}")
             if state.step % cfg.log_every == 0:
-                state.history.append({"step": state.step, "loss": last_loss, "seconds": round(elapsed, 1)})
+                state.history.append({"step": state.step, "loss": last_loss, "seconds": round(elapsed, 1),
+                                      "lr": opt.param_groups[0]["lr"]})
             if val and state.step % cfg.eval_every == 0:
                 v = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
                 state.history.append({"step": state.step, "val_loss": v, "seconds": round(elapsed, 1)})
