@@ -200,3 +200,16 @@ def test_a_time_budgeted_run_ends_with_the_learning_rate_annealed(perov_instruct
     lrs = [h["lr"] for h in m["history"] if "lr" in h]
     assert m["stopped_by"] == "time_budget" and m["steps"] < m["total_steps"]
     assert max(lrs) > 0.5 * 2e-3 and lrs[-1] < 0.1 * 2e-3  # warmed up, then decayed to ~0 within the budget
+
+
+def test_vllm_backend_says_what_it_needs(tiny_model):
+    import importlib.util
+
+    import torch
+
+    from crystalicl.errors import CrystalICLError
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are present: nothing missing to report")
+    with pytest.raises(CrystalICLError, match="vLLM|vllm"):
+        Generator.from_pretrained(tiny_model[0], backend="vllm")

@@ -109,7 +109,8 @@ def _report(a) -> None:
 def _generate(a) -> None:
     from crystalicl.generate import Generator, conditional_jobs, generate_to_file, unconditional_jobs
 
-    gen = Generator.from_pretrained(a.model, constrained=a.constrained, enforce_conditions=a.enforce_conditions)
+    gen = Generator.from_pretrained(a.model, constrained=a.constrained, enforce_conditions=a.enforce_conditions,
+                                    backend=a.backend)
     kw = {"batch_size": a.batch_size, "seed": a.seed, "temperature": a.temperature, "top_p": a.top_p,
           "max_new_tokens": a.max_new_tokens}
     if a.mode == "unconditional":
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grammar-constrained decoding (default: on for the compact model)")
     q.add_argument("--enforce-conditions", action=argparse.BooleanOptionalAction, default=True,
                    help="with the grammar on, hold samples to the requested formula and space group")
+    q.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="vllm: sample with vLLM on a GPU (installed separately; no grammar constraint there)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_generate)
 

@@ -58,14 +58,29 @@ class Generator:
         # with the grammar on, also hold each sample to its prompt's formula and space group
         self.enforce_conditions = enforce_conditions
         self._grammar = None
+        self.vllm = None  # a VLLMSampler when loaded with backend="vllm"
 
     @classmethod
     def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
-                        enforce_conditions: bool = True) -> Generator:
+                        enforce_conditions: bool = True, backend: str = "hf") -> Generator:
+        """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there)."""
         import torch
 
-        from crystalicl.model.loading import load_trained
+        from crystalicl.model.loading import load_trained, read_meta
 
+        if backend == "vllm":
+            from transformers import AutoTokenizer
+
+            from crystalicl.model.vllm_backend import VLLMSampler
+
+            meta = read_meta(Path(model_dir))
+            tok = AutoTokenizer.from_pretrained(str(model_dir))
+            gen = cls(None, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], False,
+                      enforce_conditions)
+            gen.vllm = VLLMSampler(Path(model_dir), tok)
+            return gen
+        if backend != "hf":
+            raise ValueError(f"unknown backend {backend!r} (hf or vllm)")
         model, tok, meta = load_trained(Path(model_dir))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
@@ -103,6 +118,8 @@ class Generator:
         tok = self.tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         enc = [bos + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if self.vllm is not None:
+            return self.vllm.sample(enc, seed, temperature, top_p, max_new_tokens)
         n = max(map(len, enc))
         ids = torch.full((len(enc), n), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(enc), n), dtype=torch.long)
