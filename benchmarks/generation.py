@@ -6,7 +6,9 @@ success, and sampling throughput for the same prompts under three decoders: the 
 prompt's formula and space group enforced), the grammar alone (what the model itself gets right), and
 plain sampling.
 
-    python benchmarks/generation.py --model runs/perov5-small [--n 1000]
+    python benchmarks/generation.py --model runs/perov5-small [--n 1000] [--work runs/bench-generation]
+
+Samples go to --work (one folder per setting), so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--n-unconstrained", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--work", default=None, help="samples folder (default: a temporary one, not resumable)")
     a = ap.parse_args()
     from crystalicl.data.prepare import load_prepared
     from crystalicl.evaluate import evaluate_conditional, load_samples
@@ -40,6 +43,8 @@ def main():
     pool = load_pool("perov5", "train", fingerprints=False, progress=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if a.work:
+            tmp = a.work
         for shots in (0, 3):
             for setting, constrained, enforce in (("", True, True), ("-grammar-only", True, False),
                                                   ("-unconstrained", False, False)):

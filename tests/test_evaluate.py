@@ -45,6 +45,30 @@ def test_compositional_validity_matches_the_cdvae_criterion_on_real_compositions
     assert np.mean([composition_valid_of(c) for c in comps]) > 0.8  # real MP compounds are mostly valid
 
 
+def test_an_element_smact_does_not_know_makes_a_composition_invalid_not_an_error():
+    # a sampled text may name any element; SMACT 4 has no data for Mc (a real sample crashed an evaluation)
+    assert composition_valid_of(Composition("McO2")) is False
+    assert composition_valid_of(Composition("SrTiO3")) is True
+
+
+def test_a_sample_that_breaks_a_metric_is_recorded_not_fatal(monkeypatch):
+    from crystalicl import evaluate
+    from crystalicl.metrics import validity
+
+    s = Structure.from_str(sample("perov5", n=1).cif[0], fmt="cif")
+    s.replace_species({s[0].specie: "Mc"})
+    out = evaluate.analyze({"cif": s.to(fmt="cif")})
+    assert out["parsed"] and out["valid_composition"] is False and "error" not in out
+
+    def boom(_):
+        raise ValueError("library failure")
+
+    monkeypatch.setattr(validity, "composition_valid_of", boom)
+    out = evaluate.analyze({"cif": s.to(fmt="cif")})
+    assert out == {"parsed": True, "error": "ValueError: library failure", "valid_structure": False,
+                   "valid_composition": False}
+
+
 def test_structural_validity_flags_overlapping_atoms():
     s = Structure.from_str(sample("perov5", n=1).cif[0], fmt="cif")
     assert structure_valid(s)

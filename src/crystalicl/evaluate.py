@@ -62,7 +62,19 @@ def to_structure(rec: dict):
 
 
 def analyze(rec: dict) -> dict:
-    """Everything per sample that does not need a neural network."""
+    """Everything per sample that does not need a neural network.
+
+    A sample that breaks a metric library (a generated text may hold anything) is recorded as invalid with
+    its error, counted in ``analysis_errors``, instead of ending a long evaluation.
+    """
+    try:
+        return _analyze(rec)
+    except Exception as e:  # noqa: BLE001 - one sample must not end the run; the error is kept and counted
+        return {"parsed": True, "error": f"{type(e).__name__}: {e}", "valid_structure": False,
+                "valid_composition": False}
+
+
+def _analyze(rec: dict) -> dict:
     from crystalicl.features import composition_fingerprint, structure_fingerprint
     from crystalicl.metrics.validity import composition_valid_of, structure_valid
     from crystalicl.symmetry import space_group_number
@@ -161,6 +173,7 @@ def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work
     vs = np.array([p.get("valid_structure", False) for p in per])
     vc = np.array([p.get("valid_composition", False) for p in per])
     m = {"n_samples": n, "parse_rate": float(np.mean([p["parsed"] for p in per])),
+         "analysis_errors": sum("error" in p for p in per),
          "valid_structure": float(vs.mean()), "valid_composition": float(vc.mean()),
          "valid_overall": float((vs & vc).mean())}
     sfp = np.array([p["struct_fp"] if p.get("struct_fp") is not None else np.full(61, np.nan) for p in per])
@@ -271,6 +284,7 @@ def evaluate_conditional(records: list[dict], work_dir: Path, workers: int | Non
     vs = np.array([p.get("valid_structure", False) for p in per])
     vc = np.array([p.get("valid_composition", False) for p in per])
     m.update({"n_samples": len(per), "parse_rate": float(np.mean([p.get("parsed", False) for p in per])),
+              "analysis_errors": sum("error" in p for p in per),
               "valid_structure": float(vs.mean()), "valid_composition": float(vc.mean()),
               "valid_overall": float((vs & vc).mean()),
               "overlap": float(np.mean([p.get("overlap", True) for p in per])),

@@ -51,7 +51,10 @@ def composition_valid(symbols: tuple[str, ...], counts: tuple[int, ...]) -> bool
     for c in counts:
         g = gcd(g, int(c))
     counts = tuple(int(c) // g for c in counts)
-    elements = [_element(s) for s in symbols]
+    try:
+        elements = [_element(s) for s in symbols]
+    except KeyError:  # SMACT has no data (e.g. Mc, Og): no known oxidation states, so never charge-balanced
+        return False
     ox_states = [e.oxidation_states or [] for e in elements]
     electronegativities = [e.pauling_eneg for e in elements]
     threshold = max(counts)
