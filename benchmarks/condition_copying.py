@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True, help="instruction JSONL (held out)")
     ap.add_argument("--n", type=int, default=200, help="records per task")
+    ap.add_argument("--name", default="condition_copying", help="results file name (benchmarks/results/NAME.json)")
     a = ap.parse_args()
     import torch
     from pymatgen.core import Composition, Element
@@ -67,7 +68,7 @@ def main():
           "|---|---|---|---|---|"]
     md += [f"| {k} | {v['records']} | {v['element_tokens']} | {v['accuracy']:.3f} | {v['in_target_formula']:.3f} |"
            for k, v in res.items()]
-    write("condition_copying", {**res, "model": a.model, "data": a.data}, "\n".join(md))
+    write(a.name, {**res, "model": a.model, "data": a.data}, "\n".join(md))
     print("\n".join(md))
 
 

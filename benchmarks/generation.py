@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--n-unconstrained", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--work", default=None, help="samples folder (default: a temporary one, not resumable)")
+    ap.add_argument("--name", default="generation_perov5", help="results file name (benchmarks/results/NAME.json)")
     a = ap.parse_args()
     from crystalicl.data.prepare import load_prepared
     from crystalicl.evaluate import evaluate_conditional, load_samples
@@ -79,7 +80,7 @@ def main():
     md += [f"| {k} | {v['n']} | {v['parse_rate']:.3f} | {v['valid_structure']:.3f} | {v['formula']:.3f} | "
            f"{v['space_group']:.3f} | {v['structures_per_second']} | {v['tokens_per_second']} |"
            for k, v in results.items()]
-    write("generation_perov5", {**results, "model": {"path": a.model, "preset": meta.get("preset"),
+    write(a.name, {**results, "model": {"path": a.model, "preset": meta.get("preset"),
                                                      "training": {k: meta["metrics"].get(k) for k in
                                                                   ("steps", "seconds", "val_loss", "train_loss")}},
                                 "protocol": test.attrs["protocol"]}, "\n".join(md))
