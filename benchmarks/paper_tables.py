@@ -229,6 +229,29 @@ def _protocol(ds: str) -> str:
     return f"{sources.protocol(ds)} ({ds})"
 
 
+def _merge_previous(b: Bench, res: dict) -> None:
+    """Keep the cells an earlier run with the same setup measured (another dataset, another table), so a
+    run that adds a dataset does not drop them from the results before it gets to re-check them."""
+    from _common import RESULTS
+
+    path = RESULTS / "paper_tables.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    same = {k: v for k, v in old.get("setup", {}).items() if k != "tables"} == \
+        {k: v for k, v in res["setup"].items() if k != "tables"}
+    if not same:
+        return
+    for key, value in res.items():
+        if isinstance(value, dict) and key != "setup" and isinstance(old.get(key), dict):
+            for sub, cells in old[key].items():
+                if isinstance(cells, dict):
+                    value.setdefault(sub, {}).update({**cells, **value.get(sub, {})})
+                else:
+                    value.setdefault(sub, cells)
+    b.timings.update(old.get("timings_seconds", {}))
+
+
 def _save(b: Bench, res: dict) -> None:
     """Write the partial results after every arm, so an interrupted run keeps what it measured."""
     res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
@@ -312,6 +335,7 @@ def main():
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)
+    _merge_previous(b, res)
     steps = {"conditional": run_conditional, "unconditional": run_unconditional,
              "cross-domain": run_cross_domain, "ablations": run_ablations}
     for t in tables:
