@@ -21,8 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write  # noqa: E402
 
-FORMULA = re.compile(r"The chemical formula is (\S+?)\.(?:\s|$)")
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -34,6 +32,7 @@ def main():
     import torch
     from pymatgen.core import Composition, Element
 
+    from crystalicl.conditions import SENTENCES
     from crystalicl.instructions import read_jsonl
     from crystalicl.model.loading import load_trained, read_meta
 
@@ -41,12 +40,14 @@ def main():
     model.eval()
     symbols = {e.symbol for e in Element}
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    formula = re.compile(re.escape(SENTENCES["formula"]).replace(r"\{\}", r"(\S+?)") + r"(?:\s|$)")
+    records = [r for r in read_jsonl(Path(a.data)) if "formula" in r["conditions"]]
     res = {}
     for task in ("zero-shot", "few-shot"):
-        recs = [r for r in read_jsonl(Path(a.data)) if r["task"] == task and "formula" in r["conditions"]][:a.n]
+        recs = [r for r in records if r["task"] == task][:a.n]
         hit = in_formula = total = 0
         for r in recs:
-            target = FORMULA.findall(r["prompt"])[-1]  # the last formula in the prompt is the target's
+            target = formula.findall(r["prompt"])[-1]  # the last formula in the prompt is the target's
             allowed = {e.symbol for e in Composition(target).elements}
             p = bos + tok(r["prompt"], add_special_tokens=False)["input_ids"]
             q = tok(r["response"], add_special_tokens=False)["input_ids"]

@@ -14,6 +14,7 @@ Samples go to --work (one folder per setting), so an interrupted run resumes whe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -43,9 +44,7 @@ def main():
     test = load_prepared("perov5", "test")
     pool = load_pool("perov5", "train", fingerprints=False, progress=False)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        if a.work:
-            tmp = a.work
+    with contextlib.nullcontext(a.work) if a.work else tempfile.TemporaryDirectory() as tmp:
         for shots in (0, 3):
             for setting, constrained, enforce in (("", True, True), ("-grammar-only", True, False),
                                                   ("-unconstrained", False, False)):

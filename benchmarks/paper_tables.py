@@ -242,13 +242,9 @@ def _merge_previous(b: Bench, res: dict) -> None:
         {k: v for k, v in res["setup"].items() if k != "tables"}
     if not same:
         return
-    for key, value in res.items():
-        if isinstance(value, dict) and key != "setup" and isinstance(old.get(key), dict):
-            for sub, cells in old[key].items():
-                if isinstance(cells, dict):
-                    value.setdefault(sub, {}).update({**cells, **value.get(sub, {})})
-                else:
-                    value.setdefault(sub, cells)
+    for key, value in res.items():  # every table is still empty here: the old cells go in as they are
+        if isinstance(value, dict) and key != "setup":
+            value.update(old.get(key, {}))
     b.timings.update(old.get("timings_seconds", {}))
 
 

@@ -70,8 +70,12 @@ def analyze(rec: dict) -> dict:
     try:
         return _analyze(rec)
     except Exception as e:  # noqa: BLE001 - one sample must not end the run; the error is kept and counted
-        return {"parsed": True, "error": f"{type(e).__name__}: {e}", "valid_structure": False,
-                "valid_composition": False}
+        return _failed(f"{type(e).__name__}: {e}")
+
+
+def _failed(error: str) -> dict:
+    """The analysis of a sample whose metrics could not be computed (an exception or a timeout)."""
+    return {"parsed": True, "error": error, "valid_structure": False, "valid_composition": False}
 
 
 def _analyze(rec: dict) -> dict:
@@ -102,11 +106,19 @@ def _analyze(rec: dict) -> dict:
     return out
 
 
+def _validity(per: list[dict]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Sample counts and validity rates shared by both evaluations, with the per-sample validity masks."""
+    vs = np.array([p.get("valid_structure", False) for p in per])
+    vc = np.array([p.get("valid_composition", False) for p in per])
+    return ({"n_samples": len(per), "parse_rate": float(np.mean([p.get("parsed", False) for p in per])),
+             "analysis_errors": sum("error" in p for p in per), "valid_structure": float(vs.mean()),
+             "valid_composition": float(vc.mean()), "valid_overall": float((vs & vc).mean())}, vs, vc)
+
+
 def analyze_many(records: list[dict], work_dir: Path, workers: int | None = None, progress: bool = True) -> list[dict]:
     res = jobs.chunked_map(analyze, records, work_dir, chunk=500, workers=workers, timeout=TIMEOUT,
                            desc="analyse samples", progress=progress)
-    return [r if isinstance(r, dict) else {"parsed": True, "error": str(r), "valid_structure": False,
-                                           "valid_composition": False} for r in res]
+    return [r if isinstance(r, dict) else _failed(str(r)) for r in res]
 
 
 def predictions(records: list[dict], key: str, cache_path: Path | None = None) -> dict[str, np.ndarray]:
@@ -170,12 +182,7 @@ def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work
     per = analyze_many(records, work_dir / "analysis", workers, progress)
     ref = reference_stats(*reference, workers=workers, progress=progress)
     n = len(per)
-    vs = np.array([p.get("valid_structure", False) for p in per])
-    vc = np.array([p.get("valid_composition", False) for p in per])
-    m = {"n_samples": n, "parse_rate": float(np.mean([p["parsed"] for p in per])),
-         "analysis_errors": sum("error" in p for p in per),
-         "valid_structure": float(vs.mean()), "valid_composition": float(vc.mean()),
-         "valid_overall": float((vs & vc).mean())}
+    m, vs, vc = _validity(per)
     sfp = np.array([p["struct_fp"] if p.get("struct_fp") is not None else np.full(61, np.nan) for p in per])
     cfp = np.array([p["comp_fp"] if p.get("comp_fp") is not None else np.full(132, np.nan) for p in per])
     cov = coverage(sfp, scale_magpie(cfp), ref["struct_fp"], ref["comp_fp"], dataset(reference[0]).cov_cutoffs, n)
@@ -281,12 +288,7 @@ def evaluate_conditional(records: list[dict], work_dir: Path, workers: int | Non
     m = {k: float(np.mean(v)) for k, v in hits.items()}
     if "space_group_symprec_0.01" in m:
         m["space_group"] = m["space_group_symprec_0.01"]  # the paper's default tolerance
-    vs = np.array([p.get("valid_structure", False) for p in per])
-    vc = np.array([p.get("valid_composition", False) for p in per])
-    m.update({"n_samples": len(per), "parse_rate": float(np.mean([p.get("parsed", False) for p in per])),
-              "analysis_errors": sum("error" in p for p in per),
-              "valid_structure": float(vs.mean()), "valid_composition": float(vc.mean()),
-              "valid_overall": float((vs & vc).mean()),
-              "overlap": float(np.mean([p.get("overlap", True) for p in per])),
+    m.update(_validity(per)[0])
+    m.update({"overlap": float(np.mean([p.get("overlap", True) for p in per])),
               "negative_formation_energy": float(np.nanmean(pred["formation_energy"] < 0))})
     return m
