@@ -6,7 +6,23 @@ success, and sampling throughput for the same prompts under three decoders: the 
 prompt's formula and space group enforced), the grammar alone (what the model itself gets right), and
 plain sampling.
 
-    python benchmarks/generation.py --model runs/perov5-small [--n 1000] [--work runs/bench-generation]
+    python benchmarks/generation.py --model runs/perov5-curr/model [--n 1000] [--work runs/bench-generation]
+
+The model (a curriculum, 1 h of CPU: 20 min zero-shot with the whole text scored, so the from-scratch model
+learns to read the formula, then 40 min on the zero-shot + 1-3-shot C mixture from those weights)::
+
+    crystalicl instructions build perov5 --split train --format sgs-wyckoff --shots 0 --no-aux --seed 0 \
+        --out runs/perov5-curr/zero-shot.jsonl
+    crystalicl instructions build perov5 --split val --format sgs-wyckoff --shots 0 --no-aux --seed 1 \
+        --limit 128 --out runs/perov5-curr/zero-shot.val.jsonl
+    crystalicl instructions build perov5 --split train --format sgs-wyckoff --shots 0,1,2,3 --strategies C \
+        --few-shot 2 --seed 0 --out runs/perov5-small/instructions.jsonl
+    crystalicl instructions build perov5 --split val --format sgs-wyckoff --shots 0,3 --strategies C --seed 1 \
+        --limit 128 --out runs/perov5-small/instructions.val.jsonl
+    crystalicl train --data runs/perov5-curr/zero-shot.jsonl --val-data runs/perov5-curr/zero-shot.val.jsonl \
+        --full-loss --preset tiny --epochs 100 --batch-size 16 --time-budget 1200 --out runs/perov5-curr/stage1
+    crystalicl train --data runs/perov5-small/instructions.jsonl --val-data runs/perov5-small/instructions.val.jsonl \
+        --init-from runs/perov5-curr/stage1 --epochs 100 --batch-size 16 --time-budget 2400 --out runs/perov5-curr/model
 
 Samples go to --work (one folder per setting), so an interrupted run resumes where it stopped.
 """

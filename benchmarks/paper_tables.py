@@ -7,7 +7,10 @@ Tables (``--tables``):
 - ``conditional`` (Table 1 / Fig. 4): CrystalLLM-style baseline (zero-shot instructions only, whole-text loss,
   random translations for XYZ) vs CrystalICL (zero-shot + few-shot C/F/CF/Rand mixture + property task) at 0
   and 3 shots (C demonstrations from the training pool), per text format; ``--runs`` × ``--n`` test prompts
-  carrying all the dataset's conditions; mean and std over runs.
+  carrying all the dataset's conditions; mean and std over runs. With ``--curriculum F`` also
+  CrystalICL+curriculum: share F of the same budget on the baseline's zero-shot whole-text instructions, then
+  the mixture from those weights (a from-scratch model first learns to read the formula, which the paper's
+  pretrained LLM could already do).
 - ``unconditional`` (Table 2): validity, COV-R/P, wdist of ``--n-uncond`` samples per model.
 - ``cross-domain`` (Fig. 5): the MP-20 CrystalICL model prompted with Perov-5 / Carbon-24 conditions and
   demonstrations from that domain's training pool.
@@ -75,15 +78,11 @@ class Bench:
         self.timings: dict[str, float] = {}
 
     # --- models ---------------------------------------------------------------------------------------
-    def model(self, ds: str, arm: str, fmt: str) -> Path:
-        """Train (or reuse) one arm: instruction set, then ``--budget`` seconds of the ``--preset`` model."""
+    def data(self, ds: str, arm: str, fmt: str) -> tuple[Path, Path]:
+        """The arm's instruction sets (train, and 128 validation records), built once."""
         from crystalicl.instructions import build_dataset
-        from crystalicl.train import TrainConfig, train
 
         d = self.work / ds / f"{arm}-{fmt}"
-        out = d / "model"
-        if (out / "crystalicl.json").exists():
-            return out
         mix = MIXTURES[arm]
         if arm == "CrystalLLM" and fmt == "xyz":
             mix = replace(mix, translate=True)  # the CrystaLLM baseline's augmentation
@@ -92,10 +91,36 @@ class Bench:
             build_dataset(ds, "train", fmt, mix, seed=0, workers=self.a.workers, out=data)
         if not val.exists():
             build_dataset(ds, "val", fmt, mix, seed=1, limit=128, workers=self.a.workers, out=val)
+        return data, val
+
+    def model(self, ds: str, arm: str, fmt: str) -> Path:
+        """Train (or reuse) one arm: ``--budget`` seconds of the ``--preset`` model on the arm's instructions.
+
+        ``<arm>+curriculum`` spends the first ``--curriculum`` share of the same budget on the zero-shot,
+        whole-text instructions of the CrystalLLM arm, then the rest on the arm's mixture from those weights.
+        """
+        from crystalicl.train import TrainConfig, train
+
+        base, _, curriculum = arm.partition("+")
+        d = self.work / ds / f"{arm}-{fmt}"
+        out = d / "model"
+        if (out / "crystalicl.json").exists():
+            return out
+        common = dict(preset=self.a.preset, epochs=self.a.epochs, batch_size=16, eval_every=200, save_every=200,
+                      seed=0, resume=True)
         t = time.perf_counter()
-        train(TrainConfig(data=str(data), val_data=str(val), out=str(out), preset=self.a.preset,
-                          epochs=self.a.epochs, batch_size=16, time_budget=self.a.budget, eval_every=200,
-                          save_every=200, full_loss=arm == "CrystalLLM", seed=0, resume=True))
+        init = None
+        budget = self.a.budget
+        if curriculum:
+            init = d / "stage1"
+            if not (init / "crystalicl.json").exists():
+                data, val = self.data(ds, "CrystalLLM", fmt)
+                train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
+                                  time_budget=budget * self.a.curriculum, **common))
+            budget *= 1 - self.a.curriculum
+        data, val = self.data(ds, base, fmt)
+        train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
+                          full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
         self.timings[f"train {ds} {arm} {fmt}"] = time.perf_counter() - t
         return out
 
@@ -157,6 +182,8 @@ def run_conditional(b: Bench, res: dict) -> None:
             f = FORMAT_NAME[fmt]
             arms = [(f"CrystalLLM ({f})", "CrystalLLM", 0), (f"CrystalICL ({f}) 0-shot", "CrystalICL", 0),
                     (f"CrystalICL ({f}) 3-shot", "CrystalICL", 3)]
+            if b.a.curriculum:
+                arms += [(f"CrystalICL+curriculum ({f}) {k}-shot", "CrystalICL+curriculum", k) for k in (0, 3)]
             for name, arm, shots in arms:
                 m = b.conditional(b.model(ds, arm, fmt), ds, shots)
                 res["conditional_success_rate"].setdefault(key, {})[name] = _row(m, PAPER_CONDITIONAL)
@@ -177,7 +204,7 @@ def run_unconditional(b: Bench, res: dict) -> None:
     for ds in map(resolve, b.a.datasets):
         key = TABLE_KEY[ds]
         for fmt in b.a.formats:
-            for arm in ("CrystalLLM", "CrystalICL"):
+            for arm in ("CrystalLLM", "CrystalICL") + (("CrystalICL+curriculum",) if b.a.curriculum else ()):
                 m = b.unconditional(b.model(ds, arm, fmt), ds)
                 res["unconditional"].setdefault(key, {})[f"{arm} ({FORMAT_NAME[fmt]})"] = [
                     round(m[c], 4) if c in m else None for c in UNCOND_COLUMNS]
@@ -264,7 +291,10 @@ def markdown(res: dict) -> str:
           f"{s['runs']} × {s['n']} prompts per conditional cell, {s['n_uncond']} unconditional samples. "
           "Decoding: grammar only (conditions not enforced). Protocol per dataset: "
           + ", ".join(f"{k}: {v}" for k, v in res["protocol"].items()) + ". Paper: Llama-2-7B + LoRA on the full "
-          "splits, so the reduced-protocol numbers are reduced-data figures, not the benchmark.", ""]
+          "splits, so the reduced-protocol numbers are reduced-data figures, not the benchmark."
+          + (f" CrystalICL+curriculum: the first {res['curriculum_share']:.0%} of its budget on the CrystalLLM arm's "
+             "zero-shot whole-text instructions, the rest on the CrystalICL mixture." if "curriculum_share" in res
+             else ""), ""]
     for key, arms in res["conditional_success_rate"].items():
         md += [f"## Conditional success rates, {key} (ours: mean ± std over runs; paper in brackets)", "",
                "| arm | formula | space group | formation energy | band gap | parse | valid |",
@@ -315,6 +345,9 @@ def main():
     ap.add_argument("--preset", default="small")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=20)
+    ap.add_argument("--curriculum", type=float, default=0.0,
+                    help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
+                         "instructions first (0: off)")
     ap.add_argument("--n", type=int, default=1000, help="prompts per run")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-uncond", dest="n_uncond", type=int, default=10000)
@@ -330,6 +363,8 @@ def main():
            "conditional_extra": {}, "realism_MP20_conditional": {}, "unconditional": {}, "cross_domain": {},
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
+    if a.curriculum:
+        res["curriculum_share"] = a.curriculum
     b = Bench(a)
     _merge_previous(b, res)
     steps = {"conditional": run_conditional, "unconditional": run_unconditional,

@@ -63,6 +63,27 @@ def test_resume_continues_from_the_checkpoint(perov_instructions, tmp_path):
     assert steps == list(range(1, 21)) and m["steps"] == 20
 
 
+def test_init_from_continues_the_earlier_model_and_refuses_another_format(tiny_model, perov_instructions, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    out, m = tiny_model
+    stage2 = train(TrainConfig(data=str(perov_instructions), out=str(tmp_path / "s2"), init_from=str(out),
+                               max_steps=4, batch_size=8, log_every=1, lr=1e-6), progress=False)
+    _, trained = _first_and_last(m)
+    first, _ = _first_and_last(stage2)
+    assert first < 1.2 * trained  # starts where stage 1 ended, not from a random model's loss
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "s2" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)
+    meta = json.loads((tmp_path / "s2" / "crystalicl.json").read_text())
+    assert meta["preset"] == "tiny" and meta["config"]["init_from"] == str(out)
+    (tmp_path / "x.jsonl").write_text(perov_instructions.read_text())
+    (tmp_path / "x.jsonl.meta.json").write_text(json.dumps({"format": "xyz"}))
+    with pytest.raises(ValueError, match="sgs"):
+        train(TrainConfig(data=str(tmp_path / "x.jsonl"), out=str(tmp_path / "s3"), init_from=str(out),
+                          max_steps=1), progress=False)
+
+
 def test_generation_resumes_without_duplicates_and_constrained_text_always_parses(tiny_model, tmp_path):
     out, _ = tiny_model
     gen = Generator.from_pretrained(out)
@@ -123,6 +144,23 @@ def test_grammar_never_offers_a_fixed_wyckoff_position_twice():
     assert "a" in offered and "b" not in offered  # 1b is taken; 1a is free
     offered = {inv[int(t)] for t in g.allowed("Pm-3m\n3.9 3.9 3.9\n90 90 90\nO 3c\n0.00 0.50 0.50\nF 3")}
     assert "c" not in offered and "d" in offered
+
+
+def test_grammar_keeps_atoms_apart():
+    """Positions and coordinate digits that would put an atom within 0.5 Å of another are not offered."""
+    tok = build_tokenizer()
+    g = Grammar(tok, "sgs-wyckoff")
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    cell = "Pm-3m\n3.9 3.9 3.9\n90 90 90\n"
+    # 6e is (x,0,0): x in [0, 0.1) lies within 0.5 Å of the Sr at the origin (and of its own image at -x)
+    offered = {inv[int(t)] for t in g.allowed(cell + "Sr 1a\n0.00 0.00 0.00\nO 6e\n0.")}
+    assert "0" not in offered and "9" not in offered and {"2", "3", "4", "5"} <= offered
+    offered = {inv[int(t)] for t in g.allowed(cell + "Sr 1a\n0.00 0.00 0.00\nO 6e\n0.1")}
+    assert offered == {"3", "4", "5", "6", "7", "8", "9"}  # 0.13 × 3.9 Å = 0.51 Å
+    # an O of 6f at (0.45, 1/2, 1/2) sits 0.2 Å from 1b (the body centre): 1b is no longer offered
+    offered = {inv[int(t)] for t in g.allowed(cell + "O 6f\n0.45 0.50 0.50\nTi 1")}
+    assert "a" in offered and "b" not in offered
+    decode(cell + "Sr 1a\n0.00 0.00 0.00\nO 6e\n0.13 0.00 0.00", "sgs-wyckoff")
 
 
 @pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz", "sgs"])

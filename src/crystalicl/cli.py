@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--base-model", dest="base_model", default=None,
                    help="hub id, local directory or .gguf file (LoRA); omit for the compact model")
     q.add_argument("--preset", default="tiny", help="compact model size: tiny, small, base")
+    q.add_argument("--init-from", dest="init_from", default=None,
+                   help="compact model directory to continue from (e.g. a zero-shot stage, then the ICL mixture)")
     q.add_argument("--format", dest="fmt", default=None, help="text format (default: from the instruction set)")
     q.add_argument("--epochs", type=float, default=1.0)
     q.add_argument("--max-steps", dest="max_steps", type=int, default=None)

@@ -15,6 +15,12 @@ agree), and a position without free parameters (e.g. ``1a`` at the origin) is of
 a second orbit there would sit on top of the first. Coordinates need not lie on the labelled position:
 the decoder projects them onto it exactly.
 
+No two atoms closer than :data:`MIN_DISTANCE` (the structural-validity cutoff): a parameter-free position
+whose orbit would land on an atom already placed is not offered, and the digits of a site's last free
+coordinate can only take values whose decoded orbit (the decoder's own projection and expansion) can keep
+its distance from the atoms placed so far and from itself. Where every value collides, all stay allowed: the
+grammar never leaves a sample without a way on.
+
 A :class:`Target` adds the prompt's conditions to the grammar (``Grammar.target(conditions)``): the
 space-group line can only be the requested group, elements only those of the requested formula, and the
 crystal can only end once its composition is the formula (``sgs-wyckoff``: site multiplicities are known
@@ -36,6 +42,21 @@ from crystalicl.text.parsing import MAX_ATOMS as PARSE_MAX_ATOMS
 MAX_SITES = 64
 SITE_TOKENS = 24  # element, label, three coordinates, separators
 MAX_ATOMS = 256  # largest cell (conventional, for sgs-wyckoff) a formula constraint will aim at
+MIN_DISTANCE = 0.5  # Å, as metrics.validity.structure_valid
+_SHIFTS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float)
+
+
+def _min_distance(points: np.ndarray, others: np.ndarray, metric: np.ndarray) -> float:
+    """Shortest periodic distance (Å) from ``points`` to ``others`` and between distinct ``points``."""
+    pairs = [points[:, None, :] - others[None, :, :]] if len(others) else []
+    iu = np.triu_indices(len(points), 1)
+    if len(iu[0]):
+        pairs.append((points[iu[0]] - points[iu[1]])[:, None, :])
+    if not pairs:
+        return np.inf
+    d = np.concatenate([x.reshape(-1, 3) for x in pairs])
+    d = (d - np.round(d))[:, None, :] + _SHIFTS[None, :, :]
+    return float(np.sqrt(max(np.einsum("nsi,ij,nsj->ns", d, metric, d).min(), 0.0)))
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,8 @@ class Grammar:
             "eos": np.array([self.eos], int),
         }
         self.token_id = {t: vocab[t] for t in list("0123456789abcdefghijklmnopqrstuvwxyzA")}
+        self.digit_of = {vocab[d]: d for d in "0123456789"}
+        self._geometry_cache: dict[str, tuple | None] = {}
         self.token_id_of = {t: vocab[t] for t in [*self.groups, *(e.symbol for e in Element)]}
 
     @cache  # noqa: B019  (one grammar per generator; bounded by the 230 groups)
@@ -121,6 +144,97 @@ class Grammar:
 
         return frozenset(w.label for w in wyckoff_positions(self.groups[symbol].hall_number)
                          if not np.any(w.ops[0, :, :3]))
+
+    @cache  # noqa: B019
+    def last_free(self, symbol: str, label: str | None) -> int | None:
+        """Index of the last coordinate the decoded orbit depends on (None: a parameter-free position)."""
+        if label is None:  # xyz, or sgs where the decoder snaps on all three coordinates
+            return 2
+        from crystalicl.wyckoff import by_letter
+
+        rows = np.flatnonzero(np.any(by_letter(self.groups[symbol].hall_number)[label[-1]].ops[0, :, :3], axis=1))
+        return int(rows[-1]) if len(rows) else None
+
+    # --- no atoms on top of each other ----------------------------------------------------------------
+    def _geometry(self, lines: list[str], head: int, n_sites: int):
+        """(metric, fractional positions of the atoms of the first ``n_sites`` sites, group) as the decoder
+        builds them, or None where the cell cannot be built. Cached by text prefix and built incrementally."""
+        key = "\n".join(lines[:head + 2 + 2 * n_sites])
+        if key in self._geometry_cache:
+            return self._geometry_cache[key]
+        from crystalicl.errors import ParseError
+        from crystalicl.text import lattice as lat
+        from crystalicl.text.sgs import cell_matrix, site_orbit
+
+        try:
+            if n_sites == 0:
+                params = tuple(float(x) for x in (lines[head] + " " + lines[head + 1]).split(" "))
+                group = self.groups[lines[0]] if head else None
+                if group is None:
+                    lat.check(params, "cell")
+                matrix = lat.matrix(params) if group is None else cell_matrix(group, params)
+                out = (matrix @ matrix.T, np.zeros((0, 3)), group, matrix)
+            else:
+                prev = self._geometry(lines, head, n_sites - 1)
+                if prev is None:
+                    return None
+                metric, atoms, group, matrix = prev
+                el_line, c_line = lines[head + 2 * n_sites], lines[head + 2 * n_sites + 1]
+                xyz = [float(x) for x in c_line.split(" ")]
+                label = el_line.split(" ")[1] if self.fmt == "sgs-wyckoff" else None
+                orbit = np.mod(np.array([xyz]), 1.0) if group is None else site_orbit(group, label, xyz, matrix)
+                out = (metric, np.concatenate([atoms, orbit]), group, matrix)
+        except (ParseError, ValueError, KeyError, IndexError):
+            out = None
+        if len(self._geometry_cache) > 50_000:
+            self._geometry_cache.clear()
+        self._geometry_cache[key] = out
+        return out
+
+    def blocked(self, lines: list[str], head: int, n_sites: int) -> frozenset[str]:
+        """Parameter-free positions whose atoms would sit within :data:`MIN_DISTANCE` of those placed."""
+        if self.fmt != "sgs-wyckoff":
+            return frozenset()
+        key = "blocked\n" + "\n".join(lines[:head + 2 + 2 * n_sites])
+        if key not in self._geometry_cache:
+            geo = self._geometry(lines, head, n_sites)
+            out = frozenset()
+            if geo is not None and len(geo[1]):
+                from crystalicl.wyckoff import by_letter
+
+                metric, atoms, group, _ = geo
+                table = by_letter(group.hall_number)
+                out = frozenset(lab for lab in self.fixed_labels(lines[0]) if _min_distance(
+                    table[lab[-1]].orbit(np.zeros(3)), atoms, metric) < MIN_DISTANCE)
+            self._geometry_cache[key] = out
+        return self._geometry_cache[key]
+
+    def _spaced_digits(self, lines: list[str], head: int, n_sites: int, allowed: np.ndarray) -> np.ndarray:
+        """Of the digits ``allowed`` next in the current coordinate, those after which the decoded site can
+        still keep clear of the placed atoms and of itself (checked on the last coordinate the site's orbit
+        depends on, over every completion of that coordinate; all stay allowed if none can)."""
+        from crystalicl.text.sgs import site_orbit
+
+        parts = lines[-1].split(" ")
+        label = lines[-2].split(" ")[1] if self.fmt == "sgs-wyckoff" else None
+        if self.last_free(lines[0] if head else "", label) != len(parts) - 1:
+            return allowed
+        geo = self._geometry(lines, head, n_sites)
+        if geo is None:
+            return allowed
+        metric, atoms, group, matrix = geo
+        done = [float(x) for x in parts[:-1]]
+        pad = [0.0] * (2 - len(done))  # coordinates after the last free one do not move the orbit
+
+        def clear(value: str) -> bool:
+            xyz = [*done, float(value), *pad]
+            orbit = np.mod(np.array([xyz]), 1.0) if group is None else site_orbit(group, label, xyz, matrix)
+            return _min_distance(orbit, atoms, metric) >= MIN_DISTANCE
+
+        typed = parts[-1]
+        keep = [t for t in allowed if any(clear(typed + self.digit_of[int(t)] + tail)
+                                          for tail in ([""] if len(typed) == 3 else "0123456789"))]
+        return np.array(keep, int) if keep else allowed
 
     def _union(self, *names) -> np.ndarray:
         return np.concatenate([self.cls[n] for n in names])
@@ -191,14 +305,17 @@ class Grammar:
             if cur == "":
                 if formula is None:
                     return self.cls["element"]
-                return self._elements(formula, lines[0] if head else "", sites, room)
+                return self._elements(formula, lines[0] if head else "", sites, room,
+                                      self.blocked(lines, head, len(sites)))
             if self.fmt != "sgs-wyckoff":
                 return self.cls["newline"]
             used = {p[1] for p in sites if len(p) > 1}
             # budget as at the start of this line: element, space and the label typed so far
             after = self._sites_after(room + 2 + len(cur.split(" ")[-1]), len(sites))
-            return self._label(cur, lines[0], used, formula, sites, after)
+            return self._label(cur, lines[0], used, formula, sites, after, self.blocked(lines, head, len(sites)))
         allowed = self._numbers(cur, 3, self._coordinate)
+        if len(cur.split(" ")[-1]) in (2, 3):  # the digits of a coordinate
+            allowed = self._spaced_digits(lines, head, site_line // 2, allowed)
         if self.cls["newline"][0] in allowed and len(allowed) == 1:  # coordinate line complete
             symbol = lines[0] if head else ""
             if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS or \
@@ -257,14 +374,16 @@ class Grammar:
         c[element] = c.get(element, 0) + m
         return tuple(sorted(c.items()))
 
-    def _can_add(self, formula, symbol: str, sites, element: str, after: int) -> bool:
-        """Whether a site of ``element`` (some label) can be added and the formula still be reached."""
-        used = frozenset(p[1] for p in sites if len(p) > 1)
+    def _can_add(self, formula, symbol: str, sites, element: str, after: int,
+                 blocked: frozenset[str] = frozenset()) -> bool:
+        """Whether a site of ``element`` (some label) can be added and the formula still be reached;
+        ``blocked`` positions count as taken."""
+        used = frozenset(p[1] for p in sites if len(p) > 1) | blocked
         counts = self._counts(sites)
         return any(self._feasible(symbol, formula, self._add(counts, element, m), used | extra, after)
                    for m, extra in self._choices(symbol, used))
 
-    def _elements(self, formula, symbol: str, sites, room: int) -> np.ndarray:
+    def _elements(self, formula, symbol: str, sites, room: int, blocked: frozenset[str]) -> np.ndarray:
         if self.fmt == "sgs":  # keep a row for every element still missing
             rows_left = min(self._sites_after(room, len(sites)) + 1,
                             (PARSE_MAX_ATOMS - self._atoms_bound(symbol, [p[0] for p in sites]))
@@ -273,7 +392,8 @@ class Grammar:
             ok = missing if len(missing) >= rows_left else [e for e, _ in formula]
         else:
             after = self._sites_after(room, len(sites))
-            ok = [e for e, _ in formula if self._can_add(formula, symbol, sites, e, after)]
+            ok = [e for e, _ in formula if self._can_add(formula, symbol, sites, e, after, blocked)] or \
+                [e for e, _ in formula if self._can_add(formula, symbol, sites, e, after)]
             if not ok and not sites:  # the formula does not fit the budget: still write a crystal of its elements
                 ok = [e for e, _ in formula]
         return np.array([self.token_id_of[e] for e in ok], int) if ok else self.cls["eos"]
@@ -390,19 +510,25 @@ class Grammar:
             return self.cls["digit"], False
         return np.array([], int), True
 
-    def _label(self, cur: str, symbol: str, used: set[str], formula=None, sites=(), after: int = 0) -> np.ndarray:
+    def _label(self, cur: str, symbol: str, used: set[str], formula=None, sites=(), after: int = 0,
+               blocked: frozenset[str] = frozenset()) -> np.ndarray:
         parts = cur.split(" ")
         if len(parts) == 1:
             return self.cls["space"]
         typed = parts[1]
         fixed = self.fixed_labels(symbol)
-        taken = used & fixed
-        labels = [lab for lab in self.labels(symbol) if lab.startswith(typed) and lab not in taken]
-        if formula is not None:
-            counts = self._counts(sites)
-            labels = [lab for lab in labels if self._feasible(
-                symbol, formula, self._add(counts, parts[0], int(lab[:-1])), frozenset(used | ({lab} & fixed)),
-                after)] or labels  # none fits: the formula is out of reach, any label keeps the text valid
+        counts = self._counts(sites)
+
+        def options(taken: set[str], feasible: bool) -> list[str]:
+            labs = [lab for lab in self.labels(symbol) if lab.startswith(typed) and lab not in taken & fixed]
+            if not feasible:
+                return labs
+            return [lab for lab in labs if self._feasible(symbol, formula, self._add(counts, parts[0], int(lab[:-1])),
+                                                          frozenset(taken | ({lab} & fixed)), after)]
+
+        # preference: clear of placed atoms and the formula reachable; the formula reachable; any free label
+        tiers = [(used | blocked, formula is not None), (used, formula is not None), (used, False)]
+        labels = next((x for x in (options(t, f) for t, f in tiers) if x), [])
         nxt = sorted({lab[len(typed)] for lab in labels if len(lab) > len(typed)})
         ids = [self.token_id[c] for c in nxt]
         if typed in labels:

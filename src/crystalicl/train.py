@@ -6,9 +6,11 @@ The learning rate warms up, then follows a cosine over the run's progress — st
 ``time_budget`` spent when that is further along, so a budgeted run always ends annealed.
 Checkpoints (weights, optimiser, scheduler, step) are written atomically every ``save_every`` steps and
 when the wall-clock budget runs out; ``resume`` continues from the last one with the same batch order
-(the order is a pure function of seed and epoch). The output directory holds everything generation
-needs: weights (safetensors) or LoRA adapter, tokenizer, and ``crystalicl.json`` (text format, prompt
-template, training config, metrics).
+(the order is a pure function of seed and epoch). ``init_from`` starts a compact model from an earlier run's
+weights with a fresh optimiser and schedule: the second stage of a curriculum (zero-shot whole-text first,
+so a from-scratch model learns to read the formula, then the few-shot mixture). The output directory holds
+everything generation needs: weights (safetensors) or LoRA adapter, tokenizer, and ``crystalicl.json`` (text
+format, prompt template, training config, metrics).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class TrainConfig:
     out: str
     val_data: str | None = None
     base_model: str | None = None  # hub id, directory or .gguf file; None: the compact model
+    init_from: str | None = None  # compact only: start from this trained model's weights (curriculum stage 2)
     preset: str = "tiny"
     fmt: str | None = None  # read from the instruction set's .meta.json when None
     epochs: float = 1.0
@@ -111,6 +114,15 @@ def _read_records(path: str) -> tuple[list[dict], dict]:
 
 
 def _model_and_tokenizer(cfg: TrainConfig):
+    if cfg.init_from is not None:
+        if cfg.base_model is not None:
+            raise ValueError("init_from continues a compact model; a LoRA run starts from base_model instead")
+        from crystalicl.model.loading import load_trained
+
+        model, tok, meta = load_trained(Path(cfg.init_from))
+        if meta["kind"] != "compact":
+            raise ValueError(f"init_from must be a compact crystalicl model, {cfg.init_from} is {meta['kind']}")
+        return model.train(), tok, "compact"
     if cfg.base_model is None:
         from crystalicl.model.compact import build_model
         from crystalicl.model.tokenizer import build_tokenizer
@@ -200,6 +212,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records, data_meta = _read_records(cfg.data)
     fmt = cfg.fmt or data_meta.get("format") or "sgs"
+    if cfg.init_from is not None:
+        from crystalicl.model.loading import read_meta
+
+        prior = read_meta(Path(cfg.init_from)).get("format")
+        if prior != fmt:
+            raise ValueError(f"init_from model writes {prior!r} text but {cfg.data} is {fmt!r}")
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
@@ -311,8 +329,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if not acc.is_main_process:
         return metrics
     _save_final(model, tok, kind, cfg, fmt, out)
+    preset = cfg.preset
+    if cfg.init_from is not None:
+        from crystalicl.model.loading import read_meta
+
+        preset = read_meta(Path(cfg.init_from)).get("preset", preset)
     meta = {"kind": "compact" if kind == "compact" else ("lora-merged" if cfg.merge else "lora-adapter"),
-            "base_model": cfg.base_model, "preset": cfg.preset if kind == "compact" else None, "format": fmt,
+            "base_model": cfg.base_model, "preset": preset if kind == "compact" else None, "format": fmt,
             "template": DEFAULT.to_dict(), "instructions": data_meta, "config": asdict(cfg), "metrics": metrics}
     (out / META).write_text(json.dumps(meta, indent=2))
     return metrics

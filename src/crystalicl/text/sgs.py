@@ -107,28 +107,38 @@ def parse(text: str, labels: bool):
     return group, params, sites
 
 
-def decode(text: str, labels: bool = False, snap_tol: float = SNAP_TOLERANCE):
-    """Exact decoding into a pymatgen Structure (see module docstring); ParseError on bad text."""
-    from pymatgen.core import Lattice, Structure
+def site_orbit(group, label: str | None, xyz, matrix: np.ndarray, snap_tol: float = SNAP_TOLERANCE,
+               no: int = 0) -> np.ndarray:
+    """Fractional positions of the orbit one site line decodes to: the representative projected onto its
+    labelled Wyckoff position (or snapped to the most special one within ``snap_tol`` Å), then expanded."""
+    p = np.mod(np.array(xyz, float), 1.0)
+    if label is None:
+        wp, u = wyckoff.snap(group.hall_number, p, matrix, snap_tol)
+        return wp.orbit(u)
+    wp = wyckoff.by_letter(group.hall_number).get(label[-1])
+    if wp is None:
+        raise ParseError(f"line {no}: {group.symbol} has no Wyckoff position {label[-1]!r}")
+    if wp.label != label:
+        raise ParseError(f"line {no}: position {label[-1]} of {group.symbol} is {wp.label}, not {label}")
+    return wp.orbit(wyckoff.project(wp, p, matrix)[1])
 
-    group, params, sites = parse(text, labels)
+
+def cell_matrix(group, params) -> np.ndarray:
+    """The lattice matrix a decoded crystal gets: parameters regularised to the group's crystal system."""
     params = lat.regularize(params, group.crystal_system)  # angles fixed by the system are replaced first
     lat.check(params, "lines 2-3")
-    matrix = Lattice.from_parameters(*params).matrix
-    table = wyckoff.by_letter(group.hall_number)
+    return lat.matrix(params)
+
+
+def decode(text: str, labels: bool = False, snap_tol: float = SNAP_TOLERANCE):
+    """Exact decoding into a pymatgen Structure (see module docstring); ParseError on bad text."""
+    from pymatgen.core import Structure
+
+    group, params, sites = parse(text, labels)
+    matrix = cell_matrix(group, params)
     species, coords = [], []
     for el, label, xyz, no in sites:
-        p = np.mod(np.array(xyz, float), 1.0)
-        if label is not None:
-            wp = table.get(label[-1])
-            if wp is None:
-                raise ParseError(f"line {no}: {group.symbol} has no Wyckoff position {label[-1]!r}")
-            if wp.label != label:
-                raise ParseError(f"line {no}: position {label[-1]} of {group.symbol} is {wp.label}, not {label}")
-            _, u = wyckoff.project(wp, p, matrix)
-        else:
-            wp, u = wyckoff.snap(group.hall_number, p, matrix, snap_tol)
-        orbit = wp.orbit(u)
+        orbit = site_orbit(group, label, xyz, matrix, snap_tol, no)
         species.extend([el] * len(orbit))
         coords.extend(orbit)
         if len(species) > MAX_ATOMS:
