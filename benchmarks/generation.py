@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--n-unconstrained", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--shots", default="0,3")
+    ap.add_argument("--settings", default="default,grammar-only,unconstrained")
     ap.add_argument("--work", default=None, help="samples folder (default: a temporary one, not resumable)")
     ap.add_argument("--name", default="generation_perov5", help="results file name (benchmarks/results/NAME.json)")
     a = ap.parse_args()
@@ -61,9 +63,11 @@ def main():
     pool = load_pool("perov5", "train", fingerprints=False, progress=False)
     results = {}
     with contextlib.nullcontext(a.work) if a.work else tempfile.TemporaryDirectory() as tmp:
-        for shots in (0, 3):
+        for shots in map(int, a.shots.split(",")):
             for setting, constrained, enforce in (("", True, True), ("-grammar-only", True, False),
                                                   ("-unconstrained", False, False)):
+                if (setting[1:] or "default") not in a.settings.split(","):
+                    continue
                 n = a.n if constrained else a.n_unconstrained
                 gen.constrained, gen.enforce_conditions = constrained, enforce
                 jobs = conditional_jobs(gen, test.iloc[:n], pool, ["formula", "space_group"], shots, "C", seed=shots)
@@ -86,8 +90,17 @@ def main():
                 print(key, json.dumps(row))
     meta = read_meta(Path(a.model))
     tm = meta["metrics"]
+    stages = []  # a curriculum: the runs this model continued from, first stage first
+    prior = meta["config"].get("init_from")
+    while prior:
+        pm = read_meta(Path(prior))
+        stages.insert(0, {"path": prior, "steps": pm["metrics"].get("steps"), "seconds": pm["metrics"].get("seconds"),
+                          "full_loss": pm["config"].get("full_loss"), "data": pm["config"].get("data")})
+        prior = pm["config"].get("init_from")
+    before = "".join(f"after {st['steps']} steps in {st['seconds']:.0f} s on {st['data']}"
+                     f"{' (whole text scored)' if st['full_loss'] else ''}, " for st in stages)
     md = [f"# Perov-5 conditional generation (reduced protocol; model {a.model}, preset {meta.get('preset')})", "",
-          f"Model trained {tm.get('steps')} steps in {tm.get('seconds', 0):.0f} s on this CPU "
+          f"Model trained {before}{tm.get('steps')} steps in {tm.get('seconds', 0):.0f} s on this CPU "
           f"(val loss {tm.get('val_loss', float('nan')):.3f}). Settings: default = grammar + formula and space group "
           "enforced; grammar-only = syntax only (the model's own faithfulness); unconstrained = plain sampling.", "",
           "| setting | n | parse | valid structure | formula | space group | structures/s | tokens/s |",
@@ -97,7 +110,8 @@ def main():
            for k, v in results.items()]
     write(a.name, {**results, "model": {"path": a.model, "preset": meta.get("preset"),
                                                      "training": {k: meta["metrics"].get(k) for k in
-                                                                  ("steps", "seconds", "val_loss", "train_loss")}},
+                                                                  ("steps", "seconds", "val_loss", "train_loss")},
+                                                     "earlier_stages": stages},
                                 "protocol": test.attrs["protocol"]}, "\n".join(md))
     print("\n".join(md))
 
