@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 TRAIN_TARGETS = 2000
-TRAIN_SECONDS = 300  # split as a curriculum: a third on zero-shot whole-text instructions, then the mixture
+TRAIN_SECONDS = 300  # split as a curriculum: two thirds on zero-shot whole-text instructions, then the mixture
 EVAL_TARGETS = 64
 
 
@@ -47,8 +47,8 @@ def run(args) -> None:
     _step(3, f"training the tiny compact model ({TRAIN_SECONDS} s: first learning to read the formula from "
              "zero-shot prompts, then the few-shot mixture; rerun resumes)")
     stage1, model_dir = out / "stage1", out / "model"
-    for path, dest, seconds, init in ((sets["zero-shot"][1], stage1, TRAIN_SECONDS / 3, None),
-                                      (sets["mixture"][1], model_dir, TRAIN_SECONDS * 2 / 3, stage1)):
+    for path, dest, seconds, init in ((sets["zero-shot"][1], stage1, TRAIN_SECONDS * 2 / 3, None),
+                                      (sets["mixture"][1], model_dir, TRAIN_SECONDS / 3, stage1)):
         if (dest / "crystalicl.json").exists():
             continue
         m = train(TrainConfig(data=str(path), val_data=str(path.with_suffix(".val.jsonl")), out=str(dest),
