@@ -128,7 +128,8 @@ class Grammar:
         }
         self.token_id = {t: vocab[t] for t in list("0123456789abcdefghijklmnopqrstuvwxyzA")}
         self.digit_of = {vocab[d]: d for d in "0123456789"}
-        self._geometry_cache: dict[str, tuple | None] = {}
+        self._geometry_cache: dict[str, tuple | None] = {}  # text prefix -> _geometry
+        self._blocked_cache: dict[str, frozenset[str]] = {}  # text prefix -> blocked
         self.token_id_of = {t: vocab[t] for t in [*self.groups, *(e.symbol for e in Element)]}
 
     @cache  # noqa: B019  (one grammar per generator; bounded by the 230 groups)
@@ -157,8 +158,9 @@ class Grammar:
 
     # --- no atoms on top of each other ----------------------------------------------------------------
     def _geometry(self, lines: list[str], head: int, n_sites: int):
-        """(metric, fractional positions of the atoms of the first ``n_sites`` sites, group) as the decoder
-        builds them, or None where the cell cannot be built. Cached by text prefix and built incrementally."""
+        """(metric, fractional positions of the atoms of the first ``n_sites`` sites, group, lattice matrix) as
+        the decoder builds them, or None where the cell cannot be built. Cached by text prefix and built
+        incrementally."""
         key = "\n".join(lines[:head + 2 + 2 * n_sites])
         if key in self._geometry_cache:
             return self._geometry_cache[key]
@@ -195,8 +197,8 @@ class Grammar:
         """Parameter-free positions whose atoms would sit within :data:`MIN_DISTANCE` of those placed."""
         if self.fmt != "sgs-wyckoff":
             return frozenset()
-        key = "blocked\n" + "\n".join(lines[:head + 2 + 2 * n_sites])
-        if key not in self._geometry_cache:
+        key = "\n".join(lines[:head + 2 + 2 * n_sites])
+        if key not in self._blocked_cache:
             geo = self._geometry(lines, head, n_sites)
             out = frozenset()
             if geo is not None and len(geo[1]):
@@ -206,8 +208,10 @@ class Grammar:
                 table = by_letter(group.hall_number)
                 out = frozenset(lab for lab in self.fixed_labels(lines[0]) if _min_distance(
                     table[lab[-1]].orbit(np.zeros(3)), atoms, metric) < MIN_DISTANCE)
-            self._geometry_cache[key] = out
-        return self._geometry_cache[key]
+            if len(self._blocked_cache) > 50_000:
+                self._blocked_cache.clear()
+            self._blocked_cache[key] = out
+        return self._blocked_cache[key]
 
     def _spaced_digits(self, lines: list[str], head: int, n_sites: int, allowed: np.ndarray) -> np.ndarray:
         """Of the digits ``allowed`` next in the current coordinate, those after which the decoded site can

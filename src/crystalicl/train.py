@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from crystalicl.model.loading import META
+from crystalicl.model.loading import META, read_meta
 
 
 @dataclass
@@ -212,12 +212,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records, data_meta = _read_records(cfg.data)
     fmt = cfg.fmt or data_meta.get("format") or "sgs"
-    if cfg.init_from is not None:
-        from crystalicl.model.loading import read_meta
-
-        prior = read_meta(Path(cfg.init_from)).get("format")
-        if prior != fmt:
-            raise ValueError(f"init_from model writes {prior!r} text but {cfg.data} is {fmt!r}")
+    prior = read_meta(Path(cfg.init_from)) if cfg.init_from is not None else None  # curriculum: earlier stage
+    if prior is not None and prior.get("format") != fmt:
+        raise ValueError(f"init_from model writes {prior.get('format')!r} text but {cfg.data} is {fmt!r}")
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
@@ -329,11 +326,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if not acc.is_main_process:
         return metrics
     _save_final(model, tok, kind, cfg, fmt, out)
-    preset = cfg.preset
-    if cfg.init_from is not None:
-        from crystalicl.model.loading import read_meta
-
-        preset = read_meta(Path(cfg.init_from)).get("preset", preset)
+    preset = prior.get("preset", cfg.preset) if prior is not None else cfg.preset
     meta = {"kind": "compact" if kind == "compact" else ("lora-merged" if cfg.merge else "lora-adapter"),
             "base_model": cfg.base_model, "preset": preset if kind == "compact" else None, "format": fmt,
             "template": DEFAULT.to_dict(), "instructions": data_meta, "config": asdict(cfg), "metrics": metrics}
