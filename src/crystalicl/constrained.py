@@ -38,12 +38,12 @@ from functools import cache
 import numpy as np
 
 from crystalicl.text.parsing import MAX_ATOMS as PARSE_MAX_ATOMS
+from crystalicl.wyckoff import SHIFTS, by_letter
 
 MAX_SITES = 64
 SITE_TOKENS = 24  # element, label, three coordinates, separators
 MAX_ATOMS = 256  # largest cell (conventional, for sgs-wyckoff) a formula constraint will aim at
 MIN_DISTANCE = 0.5  # Å, as metrics.validity.structure_valid
-_SHIFTS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float)
 
 
 def _min_distance(points: np.ndarray, others: np.ndarray, metric: np.ndarray) -> float:
@@ -55,7 +55,7 @@ def _min_distance(points: np.ndarray, others: np.ndarray, metric: np.ndarray) ->
     if not pairs:
         return np.inf
     d = np.concatenate([x.reshape(-1, 3) for x in pairs])
-    d = (d - np.round(d))[:, None, :] + _SHIFTS[None, :, :]
+    d = (d - np.round(d))[:, None, :] + SHIFTS[None, :, :]
     return float(np.sqrt(max(np.einsum("nsi,ij,nsj->ns", d, metric, d).min(), 0.0)))
 
 
@@ -151,12 +151,17 @@ class Grammar:
         """Index of the last coordinate the decoded orbit depends on (None: a parameter-free position)."""
         if label is None:  # xyz, or sgs where the decoder snaps on all three coordinates
             return 2
-        from crystalicl.wyckoff import by_letter
-
         rows = np.flatnonzero(np.any(by_letter(self.groups[symbol].hall_number)[label[-1]].ops[0, :, :3], axis=1))
         return int(rows[-1]) if len(rows) else None
 
     # --- no atoms on top of each other ----------------------------------------------------------------
+    @staticmethod
+    def _orbit(group, label: str | None, xyz: list[float], matrix: np.ndarray) -> np.ndarray:
+        """The atoms one site line decodes to (xyz: the point itself; SGS: the decoder's own expansion)."""
+        from crystalicl.text.sgs import site_orbit
+
+        return np.mod(np.array([xyz]), 1.0) if group is None else site_orbit(group, label, xyz, matrix)
+
     def _geometry(self, lines: list[str], head: int, n_sites: int):
         """(metric, fractional positions of the atoms of the first ``n_sites`` sites, group, lattice matrix) as
         the decoder builds them, or None where the cell cannot be built. Cached by text prefix and built
@@ -166,7 +171,7 @@ class Grammar:
             return self._geometry_cache[key]
         from crystalicl.errors import ParseError
         from crystalicl.text import lattice as lat
-        from crystalicl.text.sgs import cell_matrix, site_orbit
+        from crystalicl.text.sgs import cell_matrix
 
         try:
             if n_sites == 0:
@@ -184,8 +189,7 @@ class Grammar:
                 el_line, c_line = lines[head + 2 * n_sites], lines[head + 2 * n_sites + 1]
                 xyz = [float(x) for x in c_line.split(" ")]
                 label = el_line.split(" ")[1] if self.fmt == "sgs-wyckoff" else None
-                orbit = np.mod(np.array([xyz]), 1.0) if group is None else site_orbit(group, label, xyz, matrix)
-                out = (metric, np.concatenate([atoms, orbit]), group, matrix)
+                out = (metric, np.concatenate([atoms, self._orbit(group, label, xyz, matrix)]), group, matrix)
         except (ParseError, ValueError, KeyError, IndexError):
             out = None
         if len(self._geometry_cache) > 50_000:
@@ -202,8 +206,6 @@ class Grammar:
             geo = self._geometry(lines, head, n_sites)
             out = frozenset()
             if geo is not None and len(geo[1]):
-                from crystalicl.wyckoff import by_letter
-
                 metric, atoms, group, _ = geo
                 table = by_letter(group.hall_number)
                 out = frozenset(lab for lab in self.fixed_labels(lines[0]) if _min_distance(
@@ -217,8 +219,6 @@ class Grammar:
         """Of the digits ``allowed`` next in the current coordinate, those after which the decoded site can
         still keep clear of the placed atoms and of itself (checked on the last coordinate the site's orbit
         depends on, over every completion of that coordinate; all stay allowed if none can)."""
-        from crystalicl.text.sgs import site_orbit
-
         parts = lines[-1].split(" ")
         label = lines[-2].split(" ")[1] if self.fmt == "sgs-wyckoff" else None
         if self.last_free(lines[0] if head else "", label) != len(parts) - 1:
@@ -232,8 +232,7 @@ class Grammar:
 
         def clear(value: str) -> bool:
             xyz = [*done, float(value), *pad]
-            orbit = np.mod(np.array([xyz]), 1.0) if group is None else site_orbit(group, label, xyz, matrix)
-            return _min_distance(orbit, atoms, metric) >= MIN_DISTANCE
+            return _min_distance(self._orbit(group, label, xyz, matrix), atoms, metric) >= MIN_DISTANCE
 
         typed = parts[-1]
         keep = [t for t in allowed if any(clear(typed + self.digit_of[int(t)] + tail)

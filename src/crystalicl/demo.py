@@ -36,8 +36,8 @@ def run(args) -> None:
     _step(2, "building instructions (zero-shot + 3-shot with condition-matched demonstrations)")
     mix = Mixture(strategies=("C",), shots=(3,), aux=0.0)
     zero = Mixture(zero_shot=True, few_shot=0, aux=0.0)
-    sets = {"zero-shot": (zero, out / "zero-shot.jsonl"), "mixture": (mix, out / "instructions.jsonl")}
-    for mixture, path in sets.values():
+    zero_data, mix_data = out / "zero-shot.jsonl", out / "instructions.jsonl"
+    for mixture, path in ((zero, zero_data), (mix, mix_data)):
         val = path.with_suffix(".val.jsonl")
         if not val.exists():
             build_dataset(name, "train", fmt, mixture, seed=0, limit=TRAIN_TARGETS, out=path)
@@ -47,13 +47,13 @@ def run(args) -> None:
     _step(3, f"training the tiny compact model ({TRAIN_SECONDS} s: first learning to read the formula from "
              "zero-shot prompts, then the few-shot mixture; rerun resumes)")
     stage1, model_dir = out / "stage1", out / "model"
-    for path, dest, seconds, init in ((sets["zero-shot"][1], stage1, TRAIN_SECONDS * 2 / 3, None),
-                                      (sets["mixture"][1], model_dir, TRAIN_SECONDS / 3, stage1)):
+    for path, dest, seconds, init in ((zero_data, stage1, TRAIN_SECONDS * 2 / 3, None),
+                                      (mix_data, model_dir, TRAIN_SECONDS / 3, str(stage1))):
         if (dest / "crystalicl.json").exists():
             continue
         m = train(TrainConfig(data=str(path), val_data=str(path.with_suffix(".val.jsonl")), out=str(dest),
                               preset="tiny", epochs=20, batch_size=16, time_budget=seconds, eval_every=100,
-                              save_every=100, full_loss=init is None, init_from=init and str(init), resume=True))
+                              save_every=100, full_loss=init is None, init_from=init, resume=True))
         print(f"{dest.name}: train loss {m['train_loss']:.3f}, val loss {m.get('val_loss', float('nan')):.3f}, "
               f"{m['tokens_per_second']:.0f} tokens/s")
 

@@ -14,7 +14,7 @@ from functools import cache
 
 import numpy as np
 
-_SHIFTS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), float)  # (27, 3)
+SHIFTS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), float)  # (27, 3) nearest lattice shifts
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def wyckoff_positions(hall_number: int) -> tuple[WyckoffPosition, ...]:
     return tuple(sorted(out, key=lambda w: (w.multiplicity, w.letter.isupper(), w.letter)))
 
 
+@cache  # read-only; called per site while decoding and per token by the grammar
 def by_letter(hall_number: int) -> dict[str, WyckoffPosition]:
     return {w.letter: w for w in wyckoff_positions(hall_number)}
 
@@ -59,7 +60,7 @@ def _project(ops: np.ndarray, p: np.ndarray, metric: np.ndarray):
     R, t = ops[:, :, :3], ops[:, :, 3]
     d0 = p[None, :] - t
     d0 = d0 - np.round(d0)
-    d = d0[:, None, :] + _SHIFTS[None, :, :]  # (K, 27, 3)
+    d = d0[:, None, :] + SHIFTS[None, :, :]  # (K, 27, 3)
     RtG = np.swapaxes(R, 1, 2) @ metric  # (K, 3, 3)
     pinv = np.linalg.pinv(RtG @ R, hermitian=True)  # (K, 3, 3)
     u = np.einsum("kij,kjl,ksl->ksi", pinv, RtG, d)  # (K, 27, 3)
@@ -82,7 +83,7 @@ def distances_to_generator(wp: WyckoffPosition, points: np.ndarray, lattice: np.
     proj = R @ np.linalg.pinv(R.T @ metric @ R, hermitian=True) @ R.T @ metric  # metric projector onto R's span
     d0 = np.asarray(points, float) - t
     d0 -= np.round(d0)
-    d = d0[:, None, :] + _SHIFTS[None, :, :]  # (m, 27, 3)
+    d = d0[:, None, :] + SHIFTS[None, :, :]  # (m, 27, 3)
     r = d - d @ proj.T
     return np.sqrt(np.maximum(np.einsum("msi,ij,msj->ms", r, metric, r).min(axis=1), 0.0))
 
