@@ -76,6 +76,7 @@ class Bench:
         self.a = a
         self.work = Path(a.work)
         self.timings: dict[str, float] = {}
+        self.keys: set[str] = set()
 
     # --- models ---------------------------------------------------------------------------------------
     def data(self, ds: str, arm: str, fmt: str) -> tuple[Path, Path]:
@@ -98,6 +99,7 @@ class Bench:
 
         ``<arm>+curriculum`` spends the first ``--curriculum`` share of the same budget on the zero-shot,
         whole-text instructions of the CrystalLLM arm, then the rest on the arm's mixture from those weights.
+        That first stage is the same for every curriculum arm of a dataset and format, so it is trained once.
         """
         from crystalicl.train import TrainConfig, train
 
@@ -112,7 +114,9 @@ class Bench:
         init = None
         budget = self.a.budget
         if curriculum:
-            init = d / "stage1"
+            init = d / "stage1"  # where runs before the shared stage kept it
+            if not (init / "crystalicl.json").exists():
+                init = d.parent / f"curriculum-stage1-{fmt}"
             if not (init / "crystalicl.json").exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
@@ -215,12 +219,12 @@ def run_unconditional(b: Bench, res: dict) -> None:
 def run_cross_domain(b: Bench, res: dict) -> None:
     src = mp20_name()
     for fmt in b.a.formats:
-        model = b.model(src, "CrystalICL", fmt)
+        model = b.model(src, b.a.icl_arm, fmt)
         for target in ("perov5", "carbon24"):
             for shots in (0, 3):
                 m = b.conditional(model, target, shots, tag="-cross")
                 res["cross_domain"].setdefault(TABLE_KEY[target], {})[
-                    f"CrystalICL ({FORMAT_NAME[fmt]}) {shots}-shot, trained on {TABLE_KEY[src]}"] = _row(
+                    f"{b.a.icl_arm} ({FORMAT_NAME[fmt]}) {shots}-shot, trained on {TABLE_KEY[src]}"] = _row(
                     m, ["formula", "space_group", "formula_std", "space_group_std", "parse_rate", "valid_overall"])
                 _save(b, res)
 
@@ -231,14 +235,14 @@ def run_ablations(b: Bench, res: dict) -> None:
     pool = "train"  # offline the reduced protocol trains on val; the full protocol uses val (+test) as the paper
     if _protocol(ds) == "full":
         pool = "val"
-    for arm in ("Rand", "F", "CF", "C", "noAux", "CrystalICL"):
-        model = b.model(ds, arm, fmt)
-        for shots in (0, 3):
-            m = b.conditional(model, ds, shots, pool_split=pool)
-            res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
-                round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
-            _save(b, res)
-    model = b.model(ds, "CrystalICL", fmt)
+    if "inference" in b.a.ablations:
+        _ablate_inference(b, res, ds, b.model(ds, b.a.icl_arm, fmt), pool)
+    if "mixtures" in b.a.ablations:
+        _ablate_mixtures(b, res, ds, fmt, pool)
+
+
+def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> None:
+    """Tables 4-5: demonstration selection (and shuffled order) at 3 shots, and K = 1, 2, 3 — one model."""
     for strategy, shuffle in (("C", False), ("CF", False), ("F", False), ("R", False), ("C", True)):
         m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "")
         res["ablation_inference_selection"][strategy + (" shuffled" if shuffle else "")] = [
@@ -250,34 +254,77 @@ def run_ablations(b: Bench, res: dict) -> None:
         _save(b, res)
 
 
+def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
+    """Table 3: one model per instruction mixture, trained the way the CrystalICL arm is."""
+    suffix = b.a.icl_arm.partition("+")[2]
+    for arm in ("Rand", "F", "CF", "C", "noAux", "CrystalICL"):
+        model = b.model(ds, arm + ("+" + suffix if suffix else ""), fmt)
+        for shots in (0, 3):
+            m = b.conditional(model, ds, shots, pool_split=pool)
+            res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
+                round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
+            _save(b, res)
+
+
 def _protocol(ds: str) -> str:
     from crystalicl.data import sources
 
     return f"{sources.protocol(ds)} ({ds})"
 
 
-def _merge_previous(b: Bench, res: dict) -> None:
-    """Keep the cells an earlier run with the same setup measured (another dataset, another table), so a
-    run that adds a dataset does not drop them from the results before it gets to re-check them."""
+PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional")
+MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_types", "ablation_inference_selection",
+             "ablation_k")  # measured with MP-20 models (cross-domain: prompted for other datasets)
+
+
+def _setup_of(res: dict) -> dict[str, dict]:
+    """Each dataset's setup: a file from before setups were kept per dataset had one for all."""
+    if "setup_by_dataset" in res:
+        return res["setup_by_dataset"]
+    shared = {k: v for k, v in res.get("setup", {}).items() if k != "tables"}
+    if "curriculum_share" in res:
+        shared["curriculum"] = res["curriculum_share"]
+    return {key: shared | {"provenance": res.get("provenance", {})} for key in res.get("protocol", {})}
+
+
+def _same(a: dict, b: dict) -> bool:
+    drop = ("tables", "provenance")
+    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
+def _merge_previous(b: Bench, res: dict, keys: set[str]) -> None:
+    """Keep what an earlier run measured for datasets this run does not touch, and for the datasets it does
+    when the setup (preset, budget, prompts, curriculum) is the same — so a run on MP-20 at one budget does not
+    drop the Perov-5 cells measured at another; each dataset's cells keep their own setup and provenance."""
     from _common import RESULTS
 
     path = RESULTS / "paper_tables.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    same = {k: v for k, v in old.get("setup", {}).items() if k != "tables"} == \
-        {k: v for k, v in res["setup"].items() if k != "tables"}
-    if not same:
-        return
-    for key, value in res.items():  # every table is still empty here: the old cells go in as they are
-        if isinstance(value, dict) and key != "setup":
-            value.update(old.get(key, {}))
+    now = res["setup_by_dataset"]
+    keep = {key: s for key, s in _setup_of(old).items() if key not in keys or _same(s, now.get(key, {}))}
+    for key, s in keep.items():
+        now.setdefault(key, s)
+        if key in old.get("protocol", {}):
+            res["protocol"].setdefault(key, old["protocol"][key])
+    for table in PER_DATASET:
+        for key, cells in old.get(table, {}).items():
+            if key in keep:
+                res[table].setdefault(key, {}).update(cells)
+    if "MP20" in keep:
+        for table in MP20_ONLY:
+            res[table].update(old.get(table, {}))
     b.timings.update(old.get("timings_seconds", {}))
 
 
 def _save(b: Bench, res: dict) -> None:
     """Write the partial results after every arm, so an interrupted run keeps what it measured."""
+    from _common import provenance
+
     res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
+    for key in b.keys:
+        res["setup_by_dataset"][key]["provenance"] = provenance()
     write("paper_tables", res, markdown(res))
 
 
@@ -285,16 +332,20 @@ def markdown(res: dict) -> str:
     from crystalicl.report import _paper_results
 
     paper = _paper_results() or {}
-    s = res["setup"]
     md = ["# The paper's tables at CPU scale", "",
-          f"Every arm: compact `{s['preset']}` preset, {s['budget_s']} s of training on this CPU, "
-          f"{s['runs']} × {s['n']} prompts per conditional cell, {s['n_uncond']} unconditional samples. "
-          "Decoding: grammar only (conditions not enforced). Protocol per dataset: "
-          + ", ".join(f"{k}: {v}" for k, v in res["protocol"].items()) + ". Paper: Llama-2-7B + LoRA on the full "
-          "splits, so the reduced-protocol numbers are reduced-data figures, not the benchmark."
-          + (f" CrystalICL+curriculum: the first {res['curriculum_share']:.0%} of its budget on the CrystalLLM arm's "
-             "zero-shot whole-text instructions, the rest on the CrystalICL mixture." if "curriculum_share" in res
-             else ""), ""]
+          "Every arm of a dataset: the same compact preset and seconds of training on this CPU (below). Decoding: "
+          "grammar only (conditions not enforced). Paper: Llama-2-7B + LoRA on the full splits, so the "
+          "reduced-protocol numbers are reduced-data figures, not the benchmark. CrystalICL+curriculum: the first "
+          "share of its budget on the CrystalLLM arm's zero-shot whole-text instructions, the rest on the "
+          "CrystalICL mixture.", "",
+          "| dataset | protocol | preset | budget per arm | prompts | unconditional samples | curriculum share | "
+          "commit | date |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, s in res["setup_by_dataset"].items():
+        pv = s.get("provenance", {})
+        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{s['preset']}` | {s['budget_s']:.0f} s | "
+                  f"{s['runs']} × {s['n']} | {s['n_uncond']} | {s.get('curriculum') or '–'} | "
+                  f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
+    md.append("")
     for key, arms in res["conditional_success_rate"].items():
         md += [f"## Conditional success rates, {key} (ours: mean ± std over runs; paper in brackets)", "",
                "| arm | formula | space group | formation energy | band gap | parse | valid |",
@@ -329,12 +380,35 @@ def markdown(res: dict) -> str:
             md += [f"| {n} | {m.get('formula', 0):.3f} | {m.get('space_group', 0):.3f} | {m.get('parse_rate', 0):.3f} |"
                    for n, m in arms.items()]
             md.append("")
-    for title, key in (("Ablation: instruction mixtures", "ablation_instruction_types"),
-                       ("Ablation: inference selection (3-shot)", "ablation_inference_selection"),
-                       ("Ablation: K", "ablation_k")):
-        if res[key]:
-            md += [f"## {title}", "", f"`{json.dumps(res[key])}` (columns: {', '.join(PAPER_CONDITIONAL)})", ""]
+    realism = paper.get("realism_MP20_conditional", {})
+    md += _rows_md("Realism of MP-20 conditional samples: atomic overlap (lower better), symmetry adherence, "
+                   "negative formation energy", res["realism_MP20_conditional"], realism,
+                   realism.get("columns", ["overlap", "space group", "negative formation energy"]))
+    arm = res["setup_by_dataset"].get("MP20", {}).get("icl_arm", "CrystalICL")
+    mixtures = paper.get("ablation_instruction_types_3shot_MP20_train_MP30_demos", {})
+    for shots, rows in res["ablation_instruction_types"].items():
+        md += _rows_md(f"Ablation: instruction mixtures, {shots} (every model trained as {arm} is)", rows,
+                       mixtures.get(shots, {}))
+    md += _rows_md(f"Ablation: demonstration selection, 3-shot ({arm})", res["ablation_inference_selection"],
+                   paper.get("ablation_inference_selection_3shot", {}))
+    md += _rows_md(f"Ablation: number of C demonstrations ({arm})", res["ablation_k"],
+                   {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")})
     return "\n".join(md)
+
+
+def _rows_md(title: str, rows: dict[str, list], paper: dict[str, list],
+             columns: list[str] = PAPER_CONDITIONAL) -> list[str]:
+    """One MP-20 table of rows (default columns: formula, space group, formation energy, band gap), the
+    paper's row in brackets."""
+    if not rows:
+        return []
+    md = [f"## {title} (paper in brackets)", "", "| | " + " | ".join(columns) + " |",
+          "|---" * (len(columns) + 1) + "|"]
+    for name, row in rows.items():
+        p = paper.get(name)
+        md.append(f"| {name} | " + " | ".join(
+            f"{v:.3f}" + (f" [{p[i]:.3f}]" if p else "") for i, v in enumerate(row)) + " |")
+    return md + [""]
 
 
 def main():
@@ -348,6 +422,10 @@ def main():
     ap.add_argument("--curriculum", type=float, default=0.0,
                     help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
                          "instructions first (0: off)")
+    ap.add_argument("--icl-arm", dest="icl_arm", default="CrystalICL", choices=["CrystalICL", "CrystalICL+curriculum"],
+                    help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
+    ap.add_argument("--ablations", default="inference,mixtures",
+                    help="which ablations: inference (selection, K; one model), mixtures (six models)")
     ap.add_argument("--n", type=int, default=1000, help="prompts per run")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-uncond", dest="n_uncond", type=int, default=10000)
@@ -357,16 +435,23 @@ def main():
     ap.add_argument("--work", default="runs/paper")
     a = ap.parse_args()
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
-    res = {"setup": {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
-                     "decoding": "grammar-constrained syntax, conditions not enforced", "tables": tables},
+    a.ablations = a.ablations.split(",")
+    setup = {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
+             "curriculum": a.curriculum, "decoding": "grammar-constrained syntax, conditions not enforced"}
+    if a.icl_arm != "CrystalICL":
+        setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
+    keys = {TABLE_KEY[resolve(d)] for d in a.datasets} | ({"MP20"} if {"cross-domain", "ablations"} & set(tables)
+                                                             else set())
+    res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
            "conditional_extra": {}, "realism_MP20_conditional": {}, "unconditional": {}, "cross_domain": {},
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
-    if a.curriculum:
-        res["curriculum_share"] = a.curriculum
     b = Bench(a)
-    _merge_previous(b, res)
+    b.keys = keys  # this run's datasets: their setup is this run's, their provenance stamped on every save
+    for key in keys:
+        res["setup_by_dataset"][key] = dict(setup)
+    _merge_previous(b, res, keys)
     steps = {"conditional": run_conditional, "unconditional": run_unconditional,
              "cross-domain": run_cross_domain, "ablations": run_ablations}
     for t in tables:
