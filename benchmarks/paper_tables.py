@@ -337,7 +337,8 @@ def markdown(res: dict) -> str:
           "grammar only (conditions not enforced). Paper: Llama-2-7B + LoRA on the full splits, so the "
           "reduced-protocol numbers are reduced-data figures, not the benchmark. CrystalICL+curriculum: the first "
           "share of its budget on the CrystalLLM arm's zero-shot whole-text instructions, the rest on the "
-          "CrystalICL mixture.", "",
+          "CrystalICL mixture. Brackets: the paper's row for the same method, text and shots (SGS-Wyckoff and "
+          "+curriculum rows: the paper's SGS CrystalICL row).", "",
           "| dataset | protocol | preset | budget per arm | prompts | unconditional samples | curriculum share | "
           "commit | date |", "|---|---|---|---|---|---|---|---|---|"]
     for key, s in res["setup_by_dataset"].items():
@@ -359,7 +360,7 @@ def markdown(res: dict) -> str:
                 if k not in m:
                     cells.append("–")
                     continue
-                p = ref.get(name, {}).get(k)
+                p = ref.get(_paper_name(name), {}).get(k)
                 cells.append(f"{m[k]:.3f} ± {sd.get(k, 0):.3f}" + (f" [{p:.3f}]" if p is not None else ""))
             md.append(f"| {name} | " + " | ".join(cells) + f" | {ex.get('parse_rate', 0):.3f} | "
                       f"{ex.get('valid_overall', 0):.3f} |")
@@ -369,7 +370,7 @@ def markdown(res: dict) -> str:
                "| model | " + " | ".join(UNCOND_COLUMNS) + " |", "|---" * (len(UNCOND_COLUMNS) + 1) + "|"]
         ref = paper.get("unconditional", {}).get(key, {})
         for name, row in arms.items():
-            p = ref.get(name)
+            p = ref.get(_paper_name(name))
             md.append(f"| {name} | " + " | ".join(
                 ("–" if v is None else f"{v:.3f}") + (f" [{p[i]:.3f}]" if p and p[i] is not None else "")
                 for i, v in enumerate(row)) + " |")
@@ -396,6 +397,12 @@ def markdown(res: dict) -> str:
     return "\n".join(md)
 
 
+def _paper_name(name: str) -> str:
+    """The paper's row to set beside ours: SGS-Wyckoff is our SGS variant, +curriculum our way of training
+    the paper's CrystalICL from scratch."""
+    return name.replace("+curriculum", "").replace("(SGS-Wyckoff)", "(SGS)")
+
+
 def _rows_md(title: str, rows: dict[str, list], paper: dict[str, list],
              columns: list[str] = PAPER_CONDITIONAL) -> list[str]:
     """One MP-20 table of rows (default columns: formula, space group, formation energy, band gap), the
@@ -405,7 +412,7 @@ def _rows_md(title: str, rows: dict[str, list], paper: dict[str, list],
     md = [f"## {title} (paper in brackets)", "", "| | " + " | ".join(columns) + " |",
           "|---" * (len(columns) + 1) + "|"]
     for name, row in rows.items():
-        p = paper.get(name)
+        p = paper.get(_paper_name(name))
         md.append(f"| {name} | " + " | ".join(
             f"{v:.3f}" + (f" [{p[i]:.3f}]" if p else "") for i, v in enumerate(row)) + " |")
     return md + [""]
