@@ -78,6 +78,10 @@ class Bench:
         self.timings: dict[str, float] = {}
         self.keys: set[str] = set()
 
+    def wants(self, arm: str) -> bool:
+        """Whether ``--arms`` (default: all) includes this arm of the conditional/unconditional tables."""
+        return not self.a.arms or arm in self.a.arms.split(",")
+
     # --- models ---------------------------------------------------------------------------------------
     def data(self, ds: str, arm: str, fmt: str) -> tuple[Path, Path]:
         """The arm's instruction sets (train, and 128 validation records), built once."""
@@ -87,6 +91,8 @@ class Bench:
         mix = MIXTURES[arm]
         if arm == "CrystalLLM" and fmt == "xyz":
             mix = replace(mix, translate=True)  # the CrystaLLM baseline's augmentation
+        if self.a.uncond_share:
+            mix = replace(mix, unconditional=self.a.uncond_share)
         data, val = d / "train.jsonl", d / "val.jsonl"
         if not data.exists():
             build_dataset(ds, "train", fmt, mix, seed=0, workers=self.a.workers, out=data)
@@ -189,6 +195,8 @@ def run_conditional(b: Bench, res: dict) -> None:
             if b.a.curriculum:
                 arms += [(f"CrystalICL+curriculum ({f}) {k}-shot", "CrystalICL+curriculum", k) for k in (0, 3)]
             for name, arm, shots in arms:
+                if not b.wants(arm):
+                    continue
                 m = b.conditional(b.model(ds, arm, fmt), ds, shots)
                 res["conditional_success_rate"].setdefault(key, {})[name] = _row(m, PAPER_CONDITIONAL)
                 res["conditional_success_rate_std"].setdefault(key, {})[name] = {
@@ -209,6 +217,8 @@ def run_unconditional(b: Bench, res: dict) -> None:
         key = TABLE_KEY[ds]
         for fmt in b.a.formats:
             for arm in ("CrystalLLM", "CrystalICL") + (("CrystalICL+curriculum",) if b.a.curriculum else ()):
+                if not b.wants(arm):
+                    continue
                 m = b.unconditional(b.model(ds, arm, fmt), ds)
                 res["unconditional"].setdefault(key, {})[f"{arm} ({FORMAT_NAME[fmt]})"] = [
                     round(m[c], 4) if c in m else None for c in UNCOND_COLUMNS]
@@ -298,7 +308,7 @@ def _merge_previous(b: Bench, res: dict, keys: set[str]) -> None:
     drop the Perov-5 cells measured at another; each dataset's cells keep their own setup and provenance."""
     from _common import RESULTS
 
-    path = RESULTS / "paper_tables.json"
+    path = RESULTS / f"{b.a.name}.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
@@ -325,7 +335,7 @@ def _save(b: Bench, res: dict) -> None:
     res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
     for key in b.keys:
         res["setup_by_dataset"][key]["provenance"] = provenance()
-    write("paper_tables", res, markdown(res))
+    write(b.a.name, res, markdown(res))
 
 
 def markdown(res: dict) -> str:
@@ -340,11 +350,12 @@ def markdown(res: dict) -> str:
           "CrystalICL mixture. Brackets: the paper's row for the same method, text and shots (SGS-Wyckoff and "
           "+curriculum rows: the paper's SGS CrystalICL row).", "",
           "| dataset | protocol | preset | budget per arm | prompts | unconditional samples | curriculum share | "
-          "commit | date |", "|---|---|---|---|---|---|---|---|---|"]
+          "condition-free share | commit | date |", "|---|---|---|---|---|---|---|---|---|---|"]
     for key, s in res["setup_by_dataset"].items():
         pv = s.get("provenance", {})
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{s['preset']}` | {s['budget_s']:.0f} s | "
                   f"{s['runs']} × {s['n']} | {s['n_uncond']} | {s.get('curriculum') or '–'} | "
+                  f"{s.get('uncond_share') or '–'} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
     for key, arms in res["conditional_success_rate"].items():
@@ -433,6 +444,12 @@ def main():
                     help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
     ap.add_argument("--ablations", default="inference,mixtures",
                     help="which ablations: inference (selection, K; one model), mixtures (six models)")
+    ap.add_argument("--arms", default="", help="only these arms of the conditional and unconditional tables "
+                    "(e.g. CrystalLLM,CrystalICL+curriculum; default all)")
+    ap.add_argument("--uncond-share", dest="uncond_share", type=float, default=0.0,
+                    help="share of every arm's zero-shot instructions written without conditions (Mixture."
+                         "unconditional; 0: the paper's mixture). Use its own --work and --name.")
+    ap.add_argument("--name", default="paper_tables", help="results file (benchmarks/results/NAME.json)")
     ap.add_argument("--n", type=int, default=1000, help="prompts per run")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-uncond", dest="n_uncond", type=int, default=10000)
@@ -445,6 +462,10 @@ def main():
     a.ablations = a.ablations.split(",")
     setup = {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
              "curriculum": a.curriculum, "decoding": "grammar-constrained syntax, conditions not enforced"}
+    if a.uncond_share:
+        setup["uncond_share"] = a.uncond_share
+    if a.arms:
+        setup["arms"] = a.arms
     if a.icl_arm != "CrystalICL":
         setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
     keys = {TABLE_KEY[resolve(d)] for d in a.datasets} | ({"MP20"} if {"cross-domain", "ablations"} & set(tables)

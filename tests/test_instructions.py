@@ -167,3 +167,19 @@ def test_xyz_translation_augmentation_moves_atoms_but_keeps_the_crystal(mp_pool)
     assert any(r["response"] != row.xyz for r, (_, row) in zip(recs, rows.iterrows(), strict=True))
     for r, (_, row) in zip(recs, rows.iterrows(), strict=True):
         assert StructureMatcher().fit(decode(r["response"], "xyz"), decode(row.xyz, "xyz"))
+
+
+def test_unconditional_share_trains_the_exact_unconditional_prompt(mp_pool):
+    pool, _ = mp_pool
+    conds = ("formula", "space_group")
+    base = list(build(pool.frame, pool, conds, "sgs", Mixture(few_shot=0, aux=0.0), seed=3, progress=False))
+    assert base == list(build(pool.frame, pool, conds, "sgs", Mixture(few_shot=0, aux=0.0, unconditional=0.0),
+                              seed=3, progress=False))  # sets built before the option are unchanged
+    unconditional = DEFAULT.generation("", "sgs", [])  # what unconditional generation prompts with
+    assert not any(r["prompt"] == unconditional for r in base)
+    half = list(build(pool.frame, pool, conds, "sgs", Mixture(few_shot=0, aux=0.0, unconditional=0.5), seed=3,
+                      progress=False))
+    dropped = [r for r in half if r["prompt"] == unconditional]
+    assert 0 < len(dropped) < len(half) and all(r["conditions"] == [] for r in dropped)
+    assert all("The chemical formula is" in r["prompt"] for r in half if r["prompt"] != unconditional)
+    assert [r["response"] for r in half] == [r["response"] for r in base]  # same targets, same crystal text

@@ -62,7 +62,7 @@ def _instructions_build(a) -> None:
     strategies = tuple(a.strategies.split(","))
     mixture = Mixture(zero_shot=0 in shots, few_shot=a.few_shot if any(shots) else 0, strategies=strategies,
                       shots=tuple(k for k in shots if k) or (0,), aux=a.aux_fraction if a.aux else 0.0,
-                      shuffle=a.shuffle, translate=a.translate)
+                      shuffle=a.shuffle, translate=a.translate, unconditional=a.unconditional)
     out = Path(a.out or f"runs/instructions/{a.dataset}-{a.split}-{a.format}.jsonl")
     summary = build_dataset(a.dataset, a.split, a.format, mixture, a.seed, a.limit, a.pool, a.workers, out=out)
     print(json.dumps({k: v for k, v in summary.items() if k != "mixture"}))
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--shuffle", action="store_true", help="random demonstration order (ablation)")
     q.add_argument("--translate", action="store_true",
                    help="xyz only: random translation of each target (the CrystaLLM baseline's augmentation)")
+    q.add_argument("--unconditional", type=float, default=0.0,
+                   help="share of zero-shot instructions with no conditions, so a model trained from scratch "
+                        "learns the unconditional prompt (default 0: the paper's mixture)")
     q.add_argument("--pool", default="train", help="split the demonstrations come from")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--limit", type=int, default=None, help="first N targets only")
