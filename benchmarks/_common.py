@@ -24,7 +24,8 @@ def provenance() -> dict:
     return {
         "commit": git("rev-parse", "HEAD"),
         # results files are what a run writes (every save after the first would read as dirty): not code
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                          ":(top,exclude)benchmarks/results")),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
                      "cpus": os.cpu_count(), "python": platform.python_version()},
