@@ -32,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,6 +135,17 @@ class Bench:
         self.timings[f"train {ds} {arm} {fmt}"] = time.perf_counter() - t
         return out
 
+    @contextmanager
+    def timed(self, out: Path, n: int):
+        """Time one sampling job, unless its samples were all there already (a resumed run keeps the time the
+        first run measured instead of writing ~0 s over it)."""
+        samples = out / "samples.jsonl"
+        done = samples.exists() and len(samples.read_text().splitlines()) >= n
+        t = time.perf_counter()
+        yield
+        if not done:
+            self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+
     def generator(self, model: Path):
         from crystalicl.generate import Generator
 
@@ -159,10 +171,9 @@ class Bench:
             targets = test.sample(n=min(self.a.n, len(test)), random_state=r)
             out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
-            t = time.perf_counter()
-            generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r, max_new_tokens=self.a.max_tokens,
-                             max_attempts=1, progress=False)
-            self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+            with self.timed(out, len(jobs)):
+                generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
+                                 max_new_tokens=self.a.max_tokens, max_attempts=1, progress=False)
             runs.append(evaluate_conditional(load_samples(out / "samples.jsonl"), out / "eval",
                                              workers=self.a.workers, progress=False))
         return aggregate_runs(runs)
@@ -173,10 +184,9 @@ class Bench:
 
         gen = self.generator(model)
         out = model.parent / "uncond"
-        t = time.perf_counter()
-        generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
-                         max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
-        self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+        with self.timed(out, self.a.n_uncond):
+            generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
+                             max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
         return evaluate_unconditional(load_samples(out / "samples.jsonl"), (ds, "test"), out / "eval",
                                       workers=self.a.workers, progress=False)
 
