@@ -81,7 +81,7 @@ class Bench:
 
     def wants(self, arm: str) -> bool:
         """Whether ``--arms`` (default: all) includes this arm of the conditional/unconditional tables."""
-        return not self.a.arms or arm in self.a.arms.split(",")
+        return not self.a.arms or arm in self.a.arms
 
     # --- models ---------------------------------------------------------------------------------------
     def data(self, ds: str, arm: str, fmt: str) -> tuple[Path, Path]:
@@ -121,9 +121,7 @@ class Bench:
         init = None
         budget = self.a.budget
         if curriculum:
-            init = d / "stage1"  # where runs before the shared stage kept it
-            if not (init / "crystalicl.json").exists():
-                init = d.parent / f"curriculum-stage1-{fmt}"
+            init = d.parent / f"curriculum-stage1-{fmt}"
             if not (init / "crystalicl.json").exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
@@ -276,9 +274,9 @@ def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> N
 
 def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
     """Table 3: one model per instruction mixture, trained the way the CrystalICL arm is."""
-    suffix = b.a.icl_arm.partition("+")[2]
+    training = b.a.icl_arm.removeprefix("CrystalICL")  # "" or "+curriculum"
     for arm in ("Rand", "F", "CF", "C", "noAux", "CrystalICL"):
-        model = b.model(ds, arm + ("+" + suffix if suffix else ""), fmt)
+        model = b.model(ds, arm + training, fmt)
         for shots in (0, 3):
             m = b.conditional(model, ds, shots, pool_split=pool)
             res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
@@ -308,11 +306,10 @@ def _setup_of(res: dict) -> dict[str, dict]:
 
 
 def _same(a: dict, b: dict) -> bool:
-    drop = ("tables", "provenance")
-    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    return {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
 
 
-def _merge_previous(b: Bench, res: dict, keys: set[str]) -> None:
+def _merge_previous(b: Bench, res: dict) -> None:
     """Keep what an earlier run measured for datasets this run does not touch, and for the datasets it does
     when the setup (preset, budget, prompts, curriculum) is the same — so a run on MP-20 at one budget does not
     drop the Perov-5 cells measured at another; each dataset's cells keep their own setup and provenance."""
@@ -323,7 +320,7 @@ def _merge_previous(b: Bench, res: dict, keys: set[str]) -> None:
         return
     old = json.loads(path.read_text())
     now = res["setup_by_dataset"]
-    keep = {key: s for key, s in _setup_of(old).items() if key not in keys or _same(s, now.get(key, {}))}
+    keep = {key: s for key, s in _setup_of(old).items() if key not in b.keys or _same(s, now[key])}
     for key, s in keep.items():
         now.setdefault(key, s)
         if key in old.get("protocol", {}):
@@ -343,8 +340,9 @@ def _save(b: Bench, res: dict) -> None:
     from _common import provenance
 
     res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
+    stamp = provenance()  # git is asked once per save, not once per dataset
     for key in b.keys:
-        res["setup_by_dataset"][key]["provenance"] = provenance()
+        res["setup_by_dataset"][key]["provenance"] = stamp
     write(b.a.name, res, markdown(res))
 
 
@@ -469,27 +467,28 @@ def main():
     ap.add_argument("--work", default="runs/paper")
     a = ap.parse_args()
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
-    a.ablations = a.ablations.split(",")
+    a.ablations, arms = a.ablations.split(","), a.arms
+    a.arms = arms.split(",") if arms else []
     setup = {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
              "curriculum": a.curriculum, "decoding": "grammar-constrained syntax, conditions not enforced"}
     if a.uncond_share:
         setup["uncond_share"] = a.uncond_share
-    if a.arms:
-        setup["arms"] = a.arms
+    if arms:
+        setup["arms"] = arms
     if a.icl_arm != "CrystalICL":
         setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
-    keys = {TABLE_KEY[resolve(d)] for d in a.datasets} | ({"MP20"} if {"cross-domain", "ablations"} & set(tables)
-                                                             else set())
     res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
            "conditional_extra": {}, "realism_MP20_conditional": {}, "unconditional": {}, "cross_domain": {},
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)
-    b.keys = keys  # this run's datasets: their setup is this run's, their provenance stamped on every save
-    for key in keys:
+    # this run's datasets (MP-20 also for cross-domain and ablations): their setup is this run's
+    b.keys = {TABLE_KEY[resolve(d)] for d in a.datasets} | (
+        {"MP20"} if {"cross-domain", "ablations"} & set(tables) else set())
+    for key in b.keys:
         res["setup_by_dataset"][key] = dict(setup)
-    _merge_previous(b, res, keys)
+    _merge_previous(b, res)
     steps = {"conditional": run_conditional, "unconditional": run_unconditional,
              "cross-domain": run_cross_domain, "ablations": run_ablations}
     for t in tables:
