@@ -40,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import write  # noqa: E402
 
 from crystalicl.instructions import Mixture  # noqa: E402
+from crystalicl.report import PAPER_DATASET as TABLE_KEY  # noqa: E402
+from crystalicl.report import UNCOND_COLUMNS  # noqa: E402
 
 FORMAT_NAME = {"xyz": "XYZ", "sgs": "SGS", "sgs-wyckoff": "SGS-Wyckoff"}
-TABLE_KEY = {"mp20": "MP20", "mp20_biternary": "MP20", "perov5": "P5", "carbon24": "C24", "mpts52": "MPTS52"}
 MIXTURES = {  # training arms
     "CrystalLLM": Mixture(zero_shot=True, few_shot=0, aux=0.0),
     "CrystalICL": Mixture(),
@@ -52,8 +53,6 @@ MIXTURES = {  # training arms
     "C": Mixture(strategies=("C",)),
     "noAux": Mixture(aux=0.0),
 }
-UNCOND_COLUMNS = ["valid_composition", "valid_structure", "valid_overall", "cov_recall", "cov_precision",
-                  "wdist_density", "wdist_energy", "wdist_num_elements"]
 PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
 
 
@@ -115,8 +114,8 @@ class Bench:
         out = d / "model"
         if (out / "crystalicl.json").exists():
             return out
-        common = dict(preset=self.a.preset, epochs=self.a.epochs, batch_size=16, eval_every=200, save_every=200,
-                      seed=0, resume=True)
+        common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
+                      batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=0, resume=True)
         t = time.perf_counter()
         init = None
         budget = self.a.budget
@@ -145,9 +144,15 @@ class Bench:
             self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
 
     def generator(self, model: Path):
+        """The compact model samples under the grammar; a LoRA model (its own tokenizer, no grammar) redraws
+        unparseable samples, as the paper did."""
         from crystalicl.generate import Generator
 
-        return Generator.from_pretrained(model, constrained=True, enforce_conditions=False)
+        return Generator.from_pretrained(model, constrained=None, enforce_conditions=False, backend=self.a.backend)
+
+    @staticmethod
+    def attempts(gen) -> int:
+        return 1 if gen.constrained else 5
 
     # --- sampling + scoring ---------------------------------------------------------------------------
     def conditional(self, model: Path, target: str, shots: int, strategy: str = "C", pool_split: str = "train",
@@ -171,7 +176,7 @@ class Bench:
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
             with self.timed(out, len(jobs)):
                 generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
-                                 max_new_tokens=self.a.max_tokens, max_attempts=1, progress=False)
+                                 max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
             runs.append(evaluate_conditional(load_samples(out / "samples.jsonl"), out / "eval",
                                              workers=self.a.workers, progress=False))
         return aggregate_runs(runs)
@@ -297,12 +302,13 @@ MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_t
 
 def _setup_of(res: dict) -> dict[str, dict]:
     """Each dataset's setup: a file from before setups were kept per dataset had one for all."""
-    if "setup_by_dataset" in res:
-        return res["setup_by_dataset"]
+    if "setup_by_dataset" in res:  # runs before "epochs" was recorded used the default, 20
+        return {key: {"epochs": 20.0} | s for key, s in res["setup_by_dataset"].items()}
     shared = {k: v for k, v in res.get("setup", {}).items() if k != "tables"}
     if "curriculum_share" in res:
         shared["curriculum"] = res["curriculum_share"]
-    return {key: shared | {"provenance": res.get("provenance", {})} for key in res.get("protocol", {})}
+    shared = {"epochs": 20.0} | shared | {"provenance": res.get("provenance", {})}
+    return {key: dict(shared) for key in res.get("protocol", {})}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -351,19 +357,22 @@ def markdown(res: dict) -> str:
 
     paper = _paper_results() or {}
     md = ["# The paper's tables at CPU scale", "",
-          "Every arm of a dataset: the same compact preset and seconds of training on this CPU (below). Decoding: "
-          "grammar only (conditions not enforced). Paper: Llama-2-7B + LoRA on the full splits, so the "
+          "Every arm of a dataset: the same model (compact preset, or LoRA on a pretrained LLM) and seconds of "
+          "training on the same machine (below). Decoding: compact models under the grammar (syntax "
+          "only, conditions not enforced), LoRA models unconstrained with up to 5 draws per prompt. Paper: "
+          "Llama-2-7B + LoRA on the full splits, so the "
           "reduced-protocol numbers are reduced-data figures, not the benchmark. CrystalICL+curriculum: the first "
           "share of its budget on the CrystalLLM arm's zero-shot whole-text instructions, the rest on the "
           "CrystalICL mixture. Brackets: the paper's row for the same method, text and shots (SGS-Wyckoff and "
           "+curriculum rows: the paper's SGS CrystalICL row).", "",
-          "| dataset | protocol | preset | budget per arm | prompts | unconditional samples | curriculum share | "
-          "condition-free share | commit | date |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "| dataset | protocol | model | budget per arm | prompts | unconditional samples | curriculum share | "
+          "condition-free share | epochs at most | hardware | commit | date |", "|---" * 12 + "|"]
     for key, s in res["setup_by_dataset"].items():
         pv = s.get("provenance", {})
-        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{s['preset']}` | {s['budget_s']:.0f} s | "
+        model = s.get("base_model") or s["preset"]
+        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
                   f"{s['runs']} × {s['n']} | {s['n_uncond']} | {s.get('curriculum') or '–'} | "
-                  f"{s.get('uncond_share') or '–'} | "
+                  f"{s.get('uncond_share') or '–'} | {s.get('epochs', 20):g} | {_hardware(pv)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
     for key, arms in res["conditional_success_rate"].items():
@@ -416,6 +425,11 @@ def markdown(res: dict) -> str:
     return "\n".join(md)
 
 
+def _hardware(provenance: dict) -> str:
+    hw = provenance.get("hardware", {})
+    return hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+
+
 def _paper_name(name: str) -> str:
     """The paper's row to set beside ours: SGS-Wyckoff is our SGS variant, +curriculum our way of training
     the paper's CrystalICL from scratch."""
@@ -442,7 +456,12 @@ def main():
     ap.add_argument("--tables", default="conditional,unconditional")
     ap.add_argument("--datasets", default="perov5,carbon24,mp20")
     ap.add_argument("--formats", default="sgs,xyz,sgs-wyckoff")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="small", help="compact model preset (ignored with --base-model)")
+    ap.add_argument("--base-model", dest="base_model", default=None,
+                    help="LoRA on this pretrained LLM (hub id, directory or .gguf) instead of a compact model: "
+                         "the paper's setting, for a GPU")
+    ap.add_argument("--train-batch-size", dest="train_batch_size", type=int, default=16)
+    ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=20)
     ap.add_argument("--curriculum", type=float, default=0.0,
@@ -469,10 +488,21 @@ def main():
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
     a.ablations, arms = a.ablations.split(","), a.arms
     a.arms = arms.split(",") if arms else []
+    if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
+        ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
+                 "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
     setup = {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
-             "curriculum": a.curriculum, "decoding": "grammar-constrained syntax, conditions not enforced"}
+             "curriculum": a.curriculum, "epochs": a.epochs,
+             "decoding": "unconstrained, up to 5 draws" if a.base_model else
+             "grammar-constrained syntax, conditions not enforced"}
     if a.uncond_share:
         setup["uncond_share"] = a.uncond_share
+    if a.base_model:  # only when set: setups measured before the option stay equal to a compact run's
+        setup |= {"base_model": a.base_model, "preset": None}
+    if a.train_batch_size != 16:
+        setup["train_batch_size"] = a.train_batch_size
+    if a.backend != "hf":
+        setup["backend"] = a.backend
     if arms:
         setup["arms"] = arms
     if a.icl_arm != "CrystalICL":
