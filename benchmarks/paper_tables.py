@@ -104,9 +104,11 @@ class Bench:
         """Train (or reuse) one arm: ``--budget`` seconds of the ``--preset`` model on the arm's instructions.
 
         ``<arm>+curriculum`` spends the first ``--curriculum`` share of the same budget on the zero-shot,
-        whole-text instructions of the CrystalLLM arm, then the rest on the arm's mixture from those weights.
+        whole-text instructions of the CrystalLLM arm (with ``--switch-at``: at most that share, until the model
+        copies the formula that well), then the rest on the arm's mixture from those weights.
         That first stage is the same for every curriculum arm of a dataset and format, so it is trained once.
         """
+        from crystalicl.model.loading import read_meta
         from crystalicl.train import TrainConfig, train
 
         base, _, curriculum = arm.partition("+")
@@ -124,13 +126,21 @@ class Bench:
             if not (init / "crystalicl.json").exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
-                                  time_budget=budget * self.a.curriculum, **common))
-            budget *= 1 - self.a.curriculum
+                                  time_budget=budget * self.a.curriculum, stop_at_copying=self.a.switch_at,
+                                  **common))
+            budget -= read_meta(init)["metrics"]["seconds"] if self.a.switch_at else budget * self.a.curriculum
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
         self.timings[f"train {ds} {arm} {fmt}"] = time.perf_counter() - t
         return out
+
+    def stage1(self, ds: str, fmt: str) -> dict:
+        """How long the curriculum's first stage trained, and how well it copies the formula by then."""
+        from crystalicl.model.loading import read_meta
+
+        m = read_meta(self.work / ds / f"curriculum-stage1-{fmt}")["metrics"]
+        return {k: m[k] for k in ("seconds", "steps", "stopped_by", "copying", "val_loss") if k in m}
 
     @contextmanager
     def timed(self, out: Path, n: int):
@@ -211,6 +221,8 @@ def run_conditional(b: Bench, res: dict) -> None:
                 if not b.wants(arm):
                     continue
                 m = b.conditional(b.model(ds, arm, fmt), ds, shots)
+                if arm.endswith("+curriculum"):
+                    res["curriculum_stage1"].setdefault(key, {})[f] = b.stage1(ds, fmt)
                 res["conditional_success_rate"].setdefault(key, {})[name] = _row(m, PAPER_CONDITIONAL)
                 res["conditional_success_rate_std"].setdefault(key, {})[name] = {
                     k: round(m[f"{k}_std"], 4) for k in PAPER_CONDITIONAL if f"{k}_std" in m}
@@ -295,7 +307,8 @@ def _protocol(ds: str) -> str:
     return f"{sources.protocol(ds)} ({ds})"
 
 
-PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional")
+PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional",
+               "curriculum_stage1")
 MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_types", "ablation_inference_selection",
              "ablation_k")  # measured with MP-20 models (cross-domain: prompted for other datasets)
 
@@ -338,7 +351,13 @@ def _merge_previous(b: Bench, res: dict) -> None:
     if "MP20" in keep:
         for table in MP20_ONLY:
             res[table].update(old.get(table, {}))
-    b.timings.update(old.get("timings_seconds", {}))
+    timings = old.get("timings_seconds", {})
+    b.timings.update({k: v for k, v in timings.items() if TABLE_KEY.get(_timing_dataset(k)) in keep})
+
+
+def _timing_dataset(key: str) -> str:
+    """The dataset a timing belongs to: ``train <dataset> <arm> <format>`` or ``<dataset>/<arm dir>/<job>``."""
+    return key.split()[1] if key.startswith("train ") else key.split("/")[0]
 
 
 def _save(b: Bench, res: dict) -> None:
@@ -371,7 +390,7 @@ def markdown(res: dict) -> str:
         pv = s.get("provenance", {})
         model = s.get("base_model") or s["preset"]
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
-                  f"{s['runs']} × {s['n']} | {s['n_uncond']} | {s.get('curriculum') or '–'} | "
+                  f"{s['runs']} × {s['n']} | {s['n_uncond']} | {_curriculum(s)} | "
                   f"{s.get('uncond_share') or '–'} | {s.get('epochs', 20):g} | {_hardware(pv)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
@@ -392,6 +411,15 @@ def markdown(res: dict) -> str:
                 cells.append(f"{m[k]:.3f} ± {sd.get(k, 0):.3f}" + (f" [{p:.3f}]" if p is not None else ""))
             md.append(f"| {name} | " + " | ".join(cells) + f" | {ex.get('parse_rate', 0):.3f} | "
                       f"{ex.get('valid_overall', 0):.3f} |")
+        md.append("")
+    stage1 = [(key, f, m) for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()]
+    if stage1:
+        md += ["## Curriculum, first stage (zero-shot whole-text; teacher-forced formula copying on validation)", "",
+               "| dataset | text | seconds | steps | stopped by | copying | val loss |", "|---" * 7 + "|"]
+        for key, f, m in stage1:
+            copying = f"{m['copying']:.3f}" if "copying" in m else "–"
+            md.append(f"| {key} | {f} | {m['seconds']:.0f} | {m['steps']} | {m.get('stopped_by', '')} | {copying} | "
+                      f"{m.get('val_loss', float('nan')):.3f} |")
         md.append("")
     for key, arms in res["unconditional"].items():
         md += [f"## Unconditional, {key} (paper in brackets)", "",
@@ -423,6 +451,13 @@ def markdown(res: dict) -> str:
     md += _rows_md(f"Ablation: number of C demonstrations ({arm})", res["ablation_k"],
                    {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")})
     return "\n".join(md)
+
+
+def _curriculum(setup: dict) -> str:
+    share = setup.get("curriculum") or 0
+    if not share or not setup.get("switch_at"):
+        return f"{share:g}" if share else "–"
+    return f"≤ {share:g}, until copying ≥ {setup['switch_at']:g}"
 
 
 def _hardware(provenance: dict) -> str:
@@ -467,6 +502,9 @@ def main():
     ap.add_argument("--curriculum", type=float, default=0.0,
                     help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
                          "instructions first (0: off)")
+    ap.add_argument("--switch-at", dest="switch_at", type=float, default=None,
+                    help="end the curriculum's first stage early once teacher-forced formula copying on validation "
+                         "reaches this (e.g. 0.95); --curriculum is then its longest share")
     ap.add_argument("--icl-arm", dest="icl_arm", default="CrystalICL", choices=["CrystalICL", "CrystalICL+curriculum"],
                     help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
     ap.add_argument("--ablations", default="inference,mixtures",
@@ -497,6 +535,8 @@ def main():
              "grammar-constrained syntax, conditions not enforced"}
     if a.uncond_share:
         setup["uncond_share"] = a.uncond_share
+    if a.switch_at:
+        setup["switch_at"] = a.switch_at
     if a.base_model:  # only when set: setups measured before the option stay equal to a compact run's
         setup |= {"base_model": a.base_model, "preset": None}
     if a.train_batch_size != 16:
@@ -509,7 +549,8 @@ def main():
         setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
     res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
-           "conditional_extra": {}, "realism_MP20_conditional": {}, "unconditional": {}, "cross_domain": {},
+           "conditional_extra": {}, "curriculum_stage1": {}, "realism_MP20_conditional": {}, "unconditional": {},
+           "cross_domain": {},
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)

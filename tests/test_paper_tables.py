@@ -68,3 +68,15 @@ def test_curriculum_with_a_pretrained_base_model_is_refused(monkeypatch, capsys)
     with pytest.raises(SystemExit) as e:
         paper_tables.main()
     assert e.value.code == 2 and "already can" in capsys.readouterr().err
+
+
+def test_timings_follow_their_dataset_cells(committed):
+    setups = paper_tables._setup_of(committed)
+    res = _fresh()
+    res["setup_by_dataset"]["P5"] = {k: v for k, v in setups["P5"].items() if k != "provenance"} | {"budget_s": 1.0}
+    b = _bench({"P5"})
+    paper_tables._merge_previous(b, res)
+    old = committed["timings_seconds"]
+    assert not any(k.startswith(("perov5/", "train perov5 ")) for k in b.timings)
+    assert {k: v for k, v in old.items() if k.startswith(("mp20_biternary/", "train mp20_biternary "))}.items() \
+        <= b.timings.items()
