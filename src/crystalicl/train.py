@@ -8,9 +8,10 @@ Checkpoints (weights, optimiser, scheduler, step) are written atomically every `
 when the wall-clock budget runs out; ``resume`` continues from the last one with the same batch order
 (the order is a pure function of seed and epoch). ``init_from`` starts a compact model from an earlier run's
 weights with a fresh optimiser and schedule: the second stage of a curriculum (zero-shot whole-text first,
-so a from-scratch model learns to read the formula, then the few-shot mixture). The output directory holds
-everything generation needs: weights (safetensors) or LoRA adapter, tokenizer, and ``crystalicl.json`` (text
-format, prompt template, training config, metrics).
+so a from-scratch model learns to read the formula, then the few-shot mixture); ``stop_at_copying`` ends
+such a first stage as soon as it reads the formula (teacher-forced copying on the validation set). The output
+directory holds everything generation needs: weights (safetensors) or LoRA adapter, tokenizer, and
+``crystalicl.json`` (text format, prompt template, training config, metrics).
 """
 
 from __future__ import annotations
