@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,20 +107,25 @@ class Bench:
         That first stage is the same for every curriculum arm of a dataset and format, so it is trained once.
         """
         from crystalicl.model.loading import read_meta
-        from crystalicl.train import TrainConfig, train
 
         base, _, curriculum = arm.partition("+")
         d = self.work / ds / f"{arm}-{fmt}"
         out = d / "model"
-        if (out / "crystalicl.json").exists():
-            return out
+        init = d.parent / f"curriculum-stage1-{fmt}" if curriculum else None
+        if not (out / "crystalicl.json").exists():
+            self._train(ds, base, fmt, out, init)
+        stages = [init, out] if init is not None else [out]  # training seconds, read back: exact after a resume
+        self.timings[f"train {ds} {arm} {fmt}"] = sum(read_meta(m)["metrics"]["seconds"] for m in stages)
+        return out
+
+    def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
+        from crystalicl.model.loading import read_meta
+        from crystalicl.train import TrainConfig, train
+
         common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
                       batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=0, resume=True)
-        t = time.perf_counter()
-        init = None
         budget = self.a.budget
-        if curriculum:
-            init = d.parent / f"curriculum-stage1-{fmt}"
+        if init is not None:
             if not (init / "crystalicl.json").exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
@@ -132,8 +135,6 @@ class Bench:
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
-        self.timings[f"train {ds} {arm} {fmt}"] = time.perf_counter() - t
-        return out
 
     def stage1(self, ds: str, fmt: str) -> dict:
         """How long the curriculum's first stage trained, and how well it copies the formula by then."""
@@ -142,16 +143,11 @@ class Bench:
         m = read_meta(self.work / ds / f"curriculum-stage1-{fmt}")["metrics"]
         return {k: m[k] for k in ("seconds", "steps", "stopped_by", "copying", "val_loss") if k in m}
 
-    @contextmanager
-    def timed(self, out: Path, n: int):
-        """Time one sampling job, unless its samples were all there already (a resumed run keeps the time the
-        first run measured instead of writing ~0 s over it)."""
-        samples = out / "samples.jsonl"
-        done = samples.exists() and len(samples.read_text().splitlines()) >= n
-        t = time.perf_counter()
-        yield
-        if not done:
-            self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+    def sampled(self, out: Path, samples: list[dict]) -> list[dict]:
+        """Note a sampling job's seconds: the sum of its samples' shares of their batches' sampling time, read
+        back from the samples, so a resumed or re-scored run reports what the first one measured."""
+        self.timings[str(out.relative_to(self.work))] = round(sum(r.get("seconds", 0.0) for r in samples), 1)
+        return samples
 
     def generator(self, model: Path):
         """The compact model samples under the grammar; a LoRA model (its own tokenizer, no grammar) redraws
@@ -184,11 +180,10 @@ class Bench:
             targets = test.sample(n=min(self.a.n, len(test)), random_state=r)
             out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
-            with self.timed(out, len(jobs)):
-                generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
-                                 max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
-            runs.append(evaluate_conditional(load_samples(out / "samples.jsonl"), out / "eval",
-                                             workers=self.a.workers, progress=False))
+            generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
+                             max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
+            samples = self.sampled(out, load_samples(out / "samples.jsonl"))
+            runs.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
         return aggregate_runs(runs)
 
     def unconditional(self, model: Path, ds: str) -> dict:
@@ -197,11 +192,10 @@ class Bench:
 
         gen = self.generator(model)
         out = model.parent / "uncond"
-        with self.timed(out, self.a.n_uncond):
-            generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
-                             max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
-        return evaluate_unconditional(load_samples(out / "samples.jsonl"), (ds, "test"), out / "eval",
-                                      workers=self.a.workers, progress=False)
+        generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
+                         max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
+        samples = self.sampled(out, load_samples(out / "samples.jsonl"))
+        return evaluate_unconditional(samples, (ds, "test"), out / "eval", workers=self.a.workers, progress=False)
 
 
 def _row(m: dict, keys: list[str]) -> dict:
