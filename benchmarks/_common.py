@@ -28,9 +28,17 @@ def provenance() -> dict:
                           ":(top,exclude)benchmarks/results")),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
-                     "cpus": os.cpu_count(), "python": platform.python_version()},
+                     "cpus": os.cpu_count(), "gpu": _gpu(), "python": platform.python_version()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
+
+
+def _gpu() -> str | None:
+    """The CUDA device a run used, if it imported torch and has one (importing torch just to ask is slow)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}"
 
 
 def write(name: str, payload: dict, summary_md: str) -> Path:

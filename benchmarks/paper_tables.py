@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import write  # noqa: E402
 
 from crystalicl.instructions import Mixture  # noqa: E402
+from crystalicl.report import PAPER_DATASET as TABLE_KEY  # noqa: E402
+from crystalicl.report import UNCOND_COLUMNS  # noqa: E402
 
 FORMAT_NAME = {"xyz": "XYZ", "sgs": "SGS", "sgs-wyckoff": "SGS-Wyckoff"}
-TABLE_KEY = {"mp20": "MP20", "mp20_biternary": "MP20", "perov5": "P5", "carbon24": "C24", "mpts52": "MPTS52"}
 MIXTURES = {  # training arms
     "CrystalLLM": Mixture(zero_shot=True, few_shot=0, aux=0.0),
     "CrystalICL": Mixture(),
@@ -52,8 +51,6 @@ MIXTURES = {  # training arms
     "C": Mixture(strategies=("C",)),
     "noAux": Mixture(aux=0.0),
 }
-UNCOND_COLUMNS = ["valid_composition", "valid_structure", "valid_overall", "cov_recall", "cov_precision",
-                  "wdist_density", "wdist_energy", "wdist_num_elements"]
 PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
 
 
@@ -105,49 +102,63 @@ class Bench:
         """Train (or reuse) one arm: ``--budget`` seconds of the ``--preset`` model on the arm's instructions.
 
         ``<arm>+curriculum`` spends the first ``--curriculum`` share of the same budget on the zero-shot,
-        whole-text instructions of the CrystalLLM arm, then the rest on the arm's mixture from those weights.
+        whole-text instructions of the CrystalLLM arm (with ``--switch-at``: at most that share, until the model
+        copies the formula that well), then the rest on the arm's mixture from those weights.
         That first stage is the same for every curriculum arm of a dataset and format, so it is trained once.
         """
-        from crystalicl.train import TrainConfig, train
+        from crystalicl.model.loading import read_meta
 
         base, _, curriculum = arm.partition("+")
         d = self.work / ds / f"{arm}-{fmt}"
         out = d / "model"
-        if (out / "crystalicl.json").exists():
-            return out
-        common = dict(preset=self.a.preset, epochs=self.a.epochs, batch_size=16, eval_every=200, save_every=200,
-                      seed=0, resume=True)
-        t = time.perf_counter()
-        init = None
+        init = d.parent / f"curriculum-stage1-{fmt}" if curriculum else None
+        if not (out / "crystalicl.json").exists():
+            self._train(ds, base, fmt, out, init)
+        stages = [init, out] if init is not None else [out]  # training seconds, read back: exact after a resume
+        self.timings[f"train {ds} {arm} {fmt}"] = sum(read_meta(m)["metrics"]["seconds"] for m in stages)
+        return out
+
+    def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
+        from crystalicl.model.loading import read_meta
+        from crystalicl.train import TrainConfig, train
+
+        common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
+                      batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=0, resume=True)
         budget = self.a.budget
-        if curriculum:
-            init = d.parent / f"curriculum-stage1-{fmt}"
+        if init is not None:
             if not (init / "crystalicl.json").exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
-                                  time_budget=budget * self.a.curriculum, **common))
-            budget *= 1 - self.a.curriculum
+                                  time_budget=budget * self.a.curriculum, stop_at_copying=self.a.switch_at,
+                                  **common))
+            budget -= read_meta(init)["metrics"]["seconds"] if self.a.switch_at else budget * self.a.curriculum
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
-        self.timings[f"train {ds} {arm} {fmt}"] = time.perf_counter() - t
-        return out
 
-    @contextmanager
-    def timed(self, out: Path, n: int):
-        """Time one sampling job, unless its samples were all there already (a resumed run keeps the time the
-        first run measured instead of writing ~0 s over it)."""
-        samples = out / "samples.jsonl"
-        done = samples.exists() and len(samples.read_text().splitlines()) >= n
-        t = time.perf_counter()
-        yield
-        if not done:
-            self.timings[str(out.relative_to(self.work))] = time.perf_counter() - t
+    def stage1(self, ds: str, fmt: str) -> dict:
+        """How long the curriculum's first stage trained, and how well it copies the formula by then."""
+        from crystalicl.model.loading import read_meta
+
+        m = read_meta(self.work / ds / f"curriculum-stage1-{fmt}")["metrics"]
+        return {k: m[k] for k in ("seconds", "steps", "stopped_by", "copying", "val_loss") if k in m}
+
+    def sampled(self, out: Path, samples: list[dict]) -> list[dict]:
+        """Note a sampling job's seconds: the sum of its samples' shares of their batches' sampling time, read
+        back from the samples, so a resumed or re-scored run reports what the first one measured."""
+        self.timings[str(out.relative_to(self.work))] = round(sum(r.get("seconds", 0.0) for r in samples), 1)
+        return samples
 
     def generator(self, model: Path):
+        """The compact model samples under the grammar; a LoRA model (its own tokenizer, no grammar) redraws
+        unparseable samples, as the paper did."""
         from crystalicl.generate import Generator
 
-        return Generator.from_pretrained(model, constrained=True, enforce_conditions=False)
+        return Generator.from_pretrained(model, constrained=None, enforce_conditions=False, backend=self.a.backend)
+
+    @staticmethod
+    def attempts(gen) -> int:
+        return 1 if gen.constrained else 5
 
     # --- sampling + scoring ---------------------------------------------------------------------------
     def conditional(self, model: Path, target: str, shots: int, strategy: str = "C", pool_split: str = "train",
@@ -169,11 +180,10 @@ class Bench:
             targets = test.sample(n=min(self.a.n, len(test)), random_state=r)
             out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
-            with self.timed(out, len(jobs)):
-                generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
-                                 max_new_tokens=self.a.max_tokens, max_attempts=1, progress=False)
-            runs.append(evaluate_conditional(load_samples(out / "samples.jsonl"), out / "eval",
-                                             workers=self.a.workers, progress=False))
+            generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
+                             max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
+            samples = self.sampled(out, load_samples(out / "samples.jsonl"))
+            runs.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
         return aggregate_runs(runs)
 
     def unconditional(self, model: Path, ds: str) -> dict:
@@ -182,11 +192,10 @@ class Bench:
 
         gen = self.generator(model)
         out = model.parent / "uncond"
-        with self.timed(out, self.a.n_uncond):
-            generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
-                             max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
-        return evaluate_unconditional(load_samples(out / "samples.jsonl"), (ds, "test"), out / "eval",
-                                      workers=self.a.workers, progress=False)
+        generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
+                         max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
+        samples = self.sampled(out, load_samples(out / "samples.jsonl"))
+        return evaluate_unconditional(samples, (ds, "test"), out / "eval", workers=self.a.workers, progress=False)
 
 
 def _row(m: dict, keys: list[str]) -> dict:
@@ -206,6 +215,8 @@ def run_conditional(b: Bench, res: dict) -> None:
                 if not b.wants(arm):
                     continue
                 m = b.conditional(b.model(ds, arm, fmt), ds, shots)
+                if arm.endswith("+curriculum"):
+                    res["curriculum_stage1"].setdefault(key, {})[f] = b.stage1(ds, fmt)
                 res["conditional_success_rate"].setdefault(key, {})[name] = _row(m, PAPER_CONDITIONAL)
                 res["conditional_success_rate_std"].setdefault(key, {})[name] = {
                     k: round(m[f"{k}_std"], 4) for k in PAPER_CONDITIONAL if f"{k}_std" in m}
@@ -290,19 +301,21 @@ def _protocol(ds: str) -> str:
     return f"{sources.protocol(ds)} ({ds})"
 
 
-PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional")
+PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional",
+               "curriculum_stage1")
 MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_types", "ablation_inference_selection",
              "ablation_k")  # measured with MP-20 models (cross-domain: prompted for other datasets)
 
 
 def _setup_of(res: dict) -> dict[str, dict]:
     """Each dataset's setup: a file from before setups were kept per dataset had one for all."""
-    if "setup_by_dataset" in res:
-        return res["setup_by_dataset"]
+    if "setup_by_dataset" in res:  # runs before "epochs" was recorded used the default, 20
+        return {key: {"epochs": 20.0} | s for key, s in res["setup_by_dataset"].items()}
     shared = {k: v for k, v in res.get("setup", {}).items() if k != "tables"}
     if "curriculum_share" in res:
         shared["curriculum"] = res["curriculum_share"]
-    return {key: shared | {"provenance": res.get("provenance", {})} for key in res.get("protocol", {})}
+    shared = {"epochs": 20.0} | shared | {"provenance": res.get("provenance", {})}
+    return {key: dict(shared) for key in res.get("protocol", {})}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -332,7 +345,13 @@ def _merge_previous(b: Bench, res: dict) -> None:
     if "MP20" in keep:
         for table in MP20_ONLY:
             res[table].update(old.get(table, {}))
-    b.timings.update(old.get("timings_seconds", {}))
+    timings = old.get("timings_seconds", {})
+    b.timings.update({k: v for k, v in timings.items() if TABLE_KEY.get(_timing_dataset(k)) in keep})
+
+
+def _timing_dataset(key: str) -> str:
+    """The dataset a timing belongs to: ``train <dataset> <arm> <format>`` or ``<dataset>/<arm dir>/<job>``."""
+    return key.split()[1] if key.startswith("train ") else key.split("/")[0]
 
 
 def _save(b: Bench, res: dict) -> None:
@@ -351,19 +370,22 @@ def markdown(res: dict) -> str:
 
     paper = _paper_results() or {}
     md = ["# The paper's tables at CPU scale", "",
-          "Every arm of a dataset: the same compact preset and seconds of training on this CPU (below). Decoding: "
-          "grammar only (conditions not enforced). Paper: Llama-2-7B + LoRA on the full splits, so the "
+          "Every arm of a dataset: the same model (compact preset, or LoRA on a pretrained LLM) and seconds of "
+          "training on the same machine (below). Decoding: compact models under the grammar (syntax "
+          "only, conditions not enforced), LoRA models unconstrained with up to 5 draws per prompt. Paper: "
+          "Llama-2-7B + LoRA on the full splits, so the "
           "reduced-protocol numbers are reduced-data figures, not the benchmark. CrystalICL+curriculum: the first "
           "share of its budget on the CrystalLLM arm's zero-shot whole-text instructions, the rest on the "
           "CrystalICL mixture. Brackets: the paper's row for the same method, text and shots (SGS-Wyckoff and "
           "+curriculum rows: the paper's SGS CrystalICL row).", "",
-          "| dataset | protocol | preset | budget per arm | prompts | unconditional samples | curriculum share | "
-          "condition-free share | commit | date |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "| dataset | protocol | model | budget per arm | prompts | unconditional samples | curriculum share | "
+          "condition-free share | epochs at most | hardware | commit | date |", "|---" * 12 + "|"]
     for key, s in res["setup_by_dataset"].items():
         pv = s.get("provenance", {})
-        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{s['preset']}` | {s['budget_s']:.0f} s | "
-                  f"{s['runs']} × {s['n']} | {s['n_uncond']} | {s.get('curriculum') or '–'} | "
-                  f"{s.get('uncond_share') or '–'} | "
+        model = s.get("base_model") or s["preset"]
+        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
+                  f"{s['runs']} × {s['n']} | {s['n_uncond']} | {_curriculum(s)} | "
+                  f"{s.get('uncond_share') or '–'} | {s.get('epochs', 20):g} | {_hardware(pv)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
     for key, arms in res["conditional_success_rate"].items():
@@ -383,6 +405,15 @@ def markdown(res: dict) -> str:
                 cells.append(f"{m[k]:.3f} ± {sd.get(k, 0):.3f}" + (f" [{p:.3f}]" if p is not None else ""))
             md.append(f"| {name} | " + " | ".join(cells) + f" | {ex.get('parse_rate', 0):.3f} | "
                       f"{ex.get('valid_overall', 0):.3f} |")
+        md.append("")
+    stage1 = [(key, f, m) for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()]
+    if stage1:
+        md += ["## Curriculum, first stage (zero-shot whole-text; teacher-forced formula copying on validation)", "",
+               "| dataset | text | seconds | steps | stopped by | copying | val loss |", "|---" * 7 + "|"]
+        for key, f, m in stage1:
+            copying = f"{m['copying']:.3f}" if "copying" in m else "–"
+            md.append(f"| {key} | {f} | {m['seconds']:.0f} | {m['steps']} | {m.get('stopped_by', '')} | {copying} | "
+                      f"{m.get('val_loss', float('nan')):.3f} |")
         md.append("")
     for key, arms in res["unconditional"].items():
         md += [f"## Unconditional, {key} (paper in brackets)", "",
@@ -416,6 +447,18 @@ def markdown(res: dict) -> str:
     return "\n".join(md)
 
 
+def _curriculum(setup: dict) -> str:
+    share = setup.get("curriculum") or 0
+    if not share or not setup.get("switch_at"):
+        return f"{share:g}" if share else "–"
+    return f"≤ {share:g}, until copying ≥ {setup['switch_at']:g}"
+
+
+def _hardware(provenance: dict) -> str:
+    hw = provenance.get("hardware", {})
+    return hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+
+
 def _paper_name(name: str) -> str:
     """The paper's row to set beside ours: SGS-Wyckoff is our SGS variant, +curriculum our way of training
     the paper's CrystalICL from scratch."""
@@ -442,12 +485,20 @@ def main():
     ap.add_argument("--tables", default="conditional,unconditional")
     ap.add_argument("--datasets", default="perov5,carbon24,mp20")
     ap.add_argument("--formats", default="sgs,xyz,sgs-wyckoff")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--preset", default="small", help="compact model preset (ignored with --base-model)")
+    ap.add_argument("--base-model", dest="base_model", default=None,
+                    help="LoRA on this pretrained LLM (hub id, directory or .gguf) instead of a compact model: "
+                         "the paper's setting, for a GPU")
+    ap.add_argument("--train-batch-size", dest="train_batch_size", type=int, default=16)
+    ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=20)
     ap.add_argument("--curriculum", type=float, default=0.0,
                     help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
                          "instructions first (0: off)")
+    ap.add_argument("--switch-at", dest="switch_at", type=float, default=None,
+                    help="end the curriculum's first stage early once teacher-forced formula copying on validation "
+                         "reaches this (e.g. 0.95); --curriculum is then its longest share")
     ap.add_argument("--icl-arm", dest="icl_arm", default="CrystalICL", choices=["CrystalICL", "CrystalICL+curriculum"],
                     help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
     ap.add_argument("--ablations", default="inference,mixtures",
@@ -469,17 +520,31 @@ def main():
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
     a.ablations, arms = a.ablations.split(","), a.arms
     a.arms = arms.split(",") if arms else []
+    if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
+        ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
+                 "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
     setup = {"preset": a.preset, "budget_s": a.budget, "n": a.n, "runs": a.runs, "n_uncond": a.n_uncond,
-             "curriculum": a.curriculum, "decoding": "grammar-constrained syntax, conditions not enforced"}
+             "curriculum": a.curriculum, "epochs": a.epochs,
+             "decoding": "unconstrained, up to 5 draws" if a.base_model else
+             "grammar-constrained syntax, conditions not enforced"}
     if a.uncond_share:
         setup["uncond_share"] = a.uncond_share
+    if a.switch_at:
+        setup["switch_at"] = a.switch_at
+    if a.base_model:  # only when set: setups measured before the option stay equal to a compact run's
+        setup |= {"base_model": a.base_model, "preset": None}
+    if a.train_batch_size != 16:
+        setup["train_batch_size"] = a.train_batch_size
+    if a.backend != "hf":
+        setup["backend"] = a.backend
     if arms:
         setup["arms"] = arms
     if a.icl_arm != "CrystalICL":
         setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
     res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
-           "conditional_extra": {}, "realism_MP20_conditional": {}, "unconditional": {}, "cross_domain": {},
+           "conditional_extra": {}, "curriculum_stage1": {}, "realism_MP20_conditional": {}, "unconditional": {},
+           "cross_domain": {},
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)

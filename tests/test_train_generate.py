@@ -84,6 +84,31 @@ def test_init_from_continues_the_earlier_model_and_refuses_another_format(tiny_m
                           max_steps=1), progress=False)
 
 
+def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, perov_instructions, tmp_path):
+    from pymatgen.core import Element
+
+    from crystalicl.copying import formula_copying
+    from crystalicl.instructions import read_jsonl
+    from crystalicl.model.loading import load_trained
+
+    out, _ = tiny_model
+    recs = read_jsonl(perov_instructions)
+    model, tok, _ = load_trained(out)
+    c = formula_copying(model, tok, recs)
+    symbols = {e.symbol for e in Element}
+    sites = sum(line in symbols for r in recs for line in r["response"].split("\n"))
+    assert c["records"] == len(recs) and c["element_tokens"] == sites  # every site's element is scored once
+    assert c["accuracy"] <= c["in_target_formula"] <= 1  # a right element is always one of the formula's
+    cfg = dict(data=str(perov_instructions), val_data=str(perov_instructions), init_from=str(out), max_steps=6,
+               batch_size=8, eval_every=2, lr=1e-7)  # a tiny step size: copying stays where stage 1 left it
+    stop = train(TrainConfig(out=str(tmp_path / "stop"), stop_at_copying=c["accuracy"] - 0.05, **cfg),
+                 progress=False)
+    assert stop["stopped_by"] == "copying" and stop["steps"] == 2 and stop["copying"] >= c["accuracy"] - 0.05
+    assert (tmp_path / "stop" / "crystalicl.json").exists()
+    go_on = train(TrainConfig(out=str(tmp_path / "on"), stop_at_copying=1.01, **cfg), progress=False)
+    assert go_on["stopped_by"] == "steps" and go_on["steps"] == 6
+    assert [h["step"] for h in go_on["history"] if "copying" in h] == [2, 4, 6]
+
 def test_generation_resumes_without_duplicates_and_constrained_text_always_parses(tiny_model, tmp_path):
     out, _ = tiny_model
     gen = Generator.from_pretrained(out)

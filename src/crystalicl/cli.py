@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--full-loss", dest="full_loss", action="store_true",
                    help="score prompt tokens too (the CrystaLLM-style baseline)")
     q.add_argument("--eval-every", dest="eval_every", type=int, default=200)
+    q.add_argument("--stop-at-copying", dest="stop_at_copying", type=float, default=None,
+                   help="stop once teacher-forced formula copying on --val-data reaches this (end of a curriculum's "
+                        "zero-shot stage; checked every --eval-every steps)")
     q.add_argument("--save-every", dest="save_every", type=int, default=200)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")

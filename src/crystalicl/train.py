@@ -8,9 +8,10 @@ Checkpoints (weights, optimiser, scheduler, step) are written atomically every `
 when the wall-clock budget runs out; ``resume`` continues from the last one with the same batch order
 (the order is a pure function of seed and epoch). ``init_from`` starts a compact model from an earlier run's
 weights with a fresh optimiser and schedule: the second stage of a curriculum (zero-shot whole-text first,
-so a from-scratch model learns to read the formula, then the few-shot mixture). The output directory holds
-everything generation needs: weights (safetensors) or LoRA adapter, tokenizer, and ``crystalicl.json`` (text
-format, prompt template, training config, metrics).
+so a from-scratch model learns to read the formula, then the few-shot mixture); ``stop_at_copying`` ends
+such a first stage as soon as it reads the formula (teacher-forced copying on the validation set). The output
+directory holds everything generation needs: weights (safetensors) or LoRA adapter, tokenizer, and
+``crystalicl.json`` (text format, prompt template, training config, metrics).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from crystalicl.copying import formula_copying, formula_copying_records
 from crystalicl.model.loading import META, read_meta
 
 
@@ -54,6 +56,9 @@ class TrainConfig:
     full_loss: bool = False
     bf16: bool | None = None  # default: on (CUDA with bf16, or CPU autocast)
     eval_every: int = 200
+    # stop once teacher-forced formula copying on the validation set reaches this (the end of a curriculum's
+    # first stage: the model reads the formula); checked every eval_every steps
+    stop_at_copying: float | None = None
     save_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -234,7 +239,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     data, dropped = _encode(records, tok, cfg.max_length, cfg.full_loss)
     if not data:
         raise ValueError(f"no usable training examples in {cfg.data} (all longer than {cfg.max_length} tokens?)")
-    val = _encode(_read_records(cfg.val_data)[0], tok, cfg.max_length, cfg.full_loss)[0] if cfg.val_data else []
+    val_records = _read_records(cfg.val_data)[0] if cfg.val_data else []
+    val = _encode(val_records, tok, cfg.max_length, cfg.full_loss)[0] if val_records else []
+    if cfg.stop_at_copying is not None and not formula_copying_records(val_records):
+        raise ValueError("stop_at_copying needs validation instructions conditioned on a formula (val_data)")
     lengths = np.array([len(x) for x, _ in data])
     per_epoch = math.ceil(len(data) / cfg.batch_size / world)  # micro-batches per process and epoch
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
@@ -293,24 +301,31 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if val and state.step % cfg.eval_every == 0:
                 v = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
                 state.history.append({"step": state.step, "val_loss": v, "seconds": round(elapsed, 1)})
+            copies = False
+            if cfg.stop_at_copying is not None and state.step % cfg.eval_every == 0:
+                c = formula_copying(acc.unwrap_model(model), tok, val_records)["accuracy"]
+                state.history.append({"step": state.step, "copying": c, "seconds": round(elapsed, 1)})
+                copies = c >= cfg.stop_at_copying
+                if world > 1:
+                    copies = bool(acc.reduce(torch.tensor(float(copies), device=device), "max") > 0)
             over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
             if world > 1:  # every process stops at the same step
                 over_budget = bool(acc.reduce(torch.tensor(float(over_budget), device=device), "max") > 0)
-            if state.step % cfg.save_every == 0 or state.step >= total or over_budget:
+            if state.step % cfg.save_every == 0 or state.step >= total or over_budget or copies:
                 state.seconds, t0 = elapsed, time.perf_counter()
                 if acc.is_main_process:
                     _save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, state)
                 acc.wait_for_everyone()
                 t_start, tokens_start = t0, state.tokens  # checkpoint time is not training time
-            if over_budget:
-                stopped_by = "time_budget"
+            if over_budget or copies:
+                stopped_by = "time_budget" if over_budget else "copying"
                 break
             if state.step >= total:
                 break
-        if stopped_by == "time_budget":
+        if stopped_by != "steps":
             break
     bar.close()
-    seconds = state.seconds if stopped_by == "time_budget" or state.step >= total else \
+    seconds = state.seconds if stopped_by != "steps" or state.step >= total else \
         state.seconds + time.perf_counter() - t_start
     metrics = {
         "steps": state.step, "total_steps": total, "stopped_by": stopped_by, "train_loss": last_loss,
@@ -320,6 +335,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "trainable_parameters": sum(p.numel() for p in params), "device": device.type, "bf16": bf16,
         "processes": world,
     }
+    copying = [h["copying"] for h in state.history if "copying" in h]
+    if copying:
+        metrics["copying"] = copying[-1]
     model = acc.unwrap_model(model)
     if val:
         metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)

@@ -1,0 +1,82 @@
+"""The paper-tables benchmark's bookkeeping: a run replaces only the cells its own setup measured.
+
+Runs of this benchmark take hours and are made dataset by dataset across sessions, so merging a new run
+into the committed results must neither drop another dataset's cells nor keep cells of a changed setup.
+Checked on the committed results file itself.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _common  # noqa: E402
+import paper_tables  # noqa: E402
+
+
+def _fresh() -> dict:
+    return {k: {} for k in ("setup_by_dataset", "protocol", *paper_tables.PER_DATASET, *paper_tables.MP20_ONLY)}
+
+
+@pytest.fixture
+def committed(tmp_path, monkeypatch):
+    shutil.copy(BENCHMARKS / "results" / "paper_tables.json", tmp_path / "paper_tables.json")
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    return json.loads((tmp_path / "paper_tables.json").read_text())
+
+
+def _bench(keys: set[str]) -> paper_tables.Bench:
+    b = paper_tables.Bench(argparse.Namespace(name="paper_tables", work="unused", arms=[]))
+    b.keys = keys
+    return b
+
+
+def test_a_new_setup_replaces_its_own_dataset_and_keeps_the_others(committed):
+    setups = paper_tables._setup_of(committed)
+    assert {"MP20", "P5"} <= set(setups) and all("epochs" in s for s in setups.values())
+    res = _fresh()
+    res["setup_by_dataset"]["P5"] = {k: v for k, v in setups["P5"].items() if k != "provenance"} | {"budget_s": 1.0}
+    paper_tables._merge_previous(_bench({"P5"}), res)
+    assert "P5" not in res["conditional_success_rate"] and "P5" not in res["unconditional"]
+    for table in paper_tables.PER_DATASET:
+        for key, cells in committed.get(table, {}).items():
+            if key != "P5":
+                assert res[table][key] == cells, (table, key)
+    for table in paper_tables.MP20_ONLY:
+        assert res[table] == committed.get(table, {})
+    assert res["setup_by_dataset"]["MP20"] == setups["MP20"]
+
+
+def test_the_same_setup_keeps_its_cells_for_a_resumed_run(committed):
+    setups = paper_tables._setup_of(committed)
+    res = _fresh()
+    res["setup_by_dataset"]["MP20"] = {k: v for k, v in setups["MP20"].items() if k != "provenance"}
+    paper_tables._merge_previous(_bench({"MP20"}), res)
+    assert res["conditional_success_rate"]["MP20"] == committed["conditional_success_rate"]["MP20"]
+    assert res["ablation_k"] == committed["ablation_k"]
+
+
+def test_curriculum_with_a_pretrained_base_model_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["paper_tables.py", "--base-model", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                      "--curriculum", "0.5"])
+    with pytest.raises(SystemExit) as e:
+        paper_tables.main()
+    assert e.value.code == 2 and "already can" in capsys.readouterr().err
+
+
+def test_timings_follow_their_dataset_cells(committed):
+    setups = paper_tables._setup_of(committed)
+    res = _fresh()
+    res["setup_by_dataset"]["P5"] = {k: v for k, v in setups["P5"].items() if k != "provenance"} | {"budget_s": 1.0}
+    b = _bench({"P5"})
+    paper_tables._merge_previous(b, res)
+    old = committed["timings_seconds"]
+    assert not any(k.startswith(("perov5/", "train perov5 ")) for k in b.timings)
+    assert {k: v for k, v in old.items() if k.startswith(("mp20_biternary/", "train mp20_biternary "))}.items() \
+        <= b.timings.items()
