@@ -51,6 +51,7 @@ MIXTURES = {  # training arms
     "C": Mixture(strategies=("C",)),
     "noAux": Mixture(aux=0.0),
 }
+DEFAULT_EPOCHS = 20.0  # the cap on epochs; also what runs from before it was recorded used
 PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
 
 
@@ -308,14 +309,16 @@ MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_t
 
 
 def _setup_of(res: dict) -> dict[str, dict]:
-    """Each dataset's setup: a file from before setups were kept per dataset had one for all."""
-    if "setup_by_dataset" in res:  # runs before "epochs" was recorded used the default, 20
-        return {key: {"epochs": 20.0} | s for key, s in res["setup_by_dataset"].items()}
-    shared = {k: v for k, v in res.get("setup", {}).items() if k != "tables"}
-    if "curriculum_share" in res:
-        shared["curriculum"] = res["curriculum_share"]
-    shared = {"epochs": 20.0} | shared | {"provenance": res.get("provenance", {})}
-    return {key: dict(shared) for key in res.get("protocol", {})}
+    """Each dataset's setup: a file from before setups were kept per dataset had one for all, and runs from
+    before ``epochs`` was recorded used the default."""
+    if "setup_by_dataset" in res:
+        setups = res["setup_by_dataset"]
+    else:
+        shared = {k: v for k, v in res.get("setup", {}).items() if k != "tables"}
+        if "curriculum_share" in res:
+            shared["curriculum"] = res["curriculum_share"]
+        setups = {key: shared | {"provenance": res.get("provenance", {})} for key in res.get("protocol", {})}
+    return {key: {"epochs": DEFAULT_EPOCHS} | s for key, s in setups.items()}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -385,7 +388,7 @@ def markdown(res: dict) -> str:
         model = s.get("base_model") or s["preset"]
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
                   f"{s['runs']} × {s['n']} | {s['n_uncond']} | {_curriculum(s)} | "
-                  f"{s.get('uncond_share') or '–'} | {s.get('epochs', 20):g} | {_hardware(pv)} | "
+                  f"{s.get('uncond_share') or '–'} | {s.get('epochs', DEFAULT_EPOCHS):g} | {_hardware(pv)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
     for key, arms in res["conditional_success_rate"].items():
@@ -492,7 +495,7 @@ def main():
     ap.add_argument("--train-batch-size", dest="train_batch_size", type=int, default=16)
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
-    ap.add_argument("--epochs", type=float, default=20)
+    ap.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
     ap.add_argument("--curriculum", type=float, default=0.0,
                     help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
                          "instructions first (0: off)")
