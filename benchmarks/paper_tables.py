@@ -76,6 +76,7 @@ class Bench:
         self.work = Path(a.work)
         self.timings: dict[str, float] = {}
         self.keys: set[str] = set()
+        self.trained_on: dict[str, set[str]] = {}  # dataset key -> what trained its models (GPU name, CPUs)
 
     def wants(self, arm: str) -> bool:
         """Whether ``--arms`` (default: all) includes this arm of the conditional/unconditional tables."""
@@ -115,8 +116,9 @@ class Bench:
         init = d.parent / f"curriculum-stage1-{fmt}" if curriculum else None
         if not (out / "crystalicl.json").exists():
             self._train(ds, base, fmt, out, init)
-        stages = [init, out] if init is not None else [out]  # training seconds, read back: exact after a resume
-        self.timings[f"train {ds} {arm} {fmt}"] = sum(read_meta(m)["metrics"]["seconds"] for m in stages)
+        stages = [read_meta(m)["metrics"] for m in ([init, out] if init is not None else [out])]
+        self.timings[f"train {ds} {arm} {fmt}"] = sum(m["seconds"] for m in stages)  # read back: exact on resume
+        self.trained_on.setdefault(TABLE_KEY[ds], set()).update(m["hardware"] for m in stages if "hardware" in m)
         return out
 
     def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
@@ -259,6 +261,27 @@ def run_cross_domain(b: Bench, res: dict) -> None:
                 _save(b, res)
 
 
+MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
+
+
+def train_models(b: Bench, tables: list[str]) -> None:
+    """Train (or find) every model the tables need and sample nothing: for a GPU lease, after which the same
+    command without ``--train-only`` samples and scores on any machine, reusing the models under ``--work``."""
+    arms = ("CrystalLLM", "CrystalICL") + (("CrystalICL+curriculum",) if b.a.curriculum else ())
+    if {"conditional", "unconditional"} & set(tables):
+        for ds in map(resolve, b.a.datasets):
+            for fmt in b.a.formats:
+                for arm in filter(b.wants, arms):
+                    b.model(ds, arm, fmt)
+    if "cross-domain" in tables:
+        for fmt in b.a.formats:
+            b.model(mp20_name(), b.a.icl_arm, fmt)
+    if "ablations" in tables:
+        training = b.a.icl_arm.removeprefix("CrystalICL")
+        for arm in MIXTURE_ARMS if "mixtures" in b.a.ablations else ("CrystalICL",):
+            b.model(mp20_name(), arm + training, b.a.formats[0])
+
+
 def run_ablations(b: Bench, res: dict) -> None:
     ds = mp20_name()
     fmt = b.a.formats[0]
@@ -287,7 +310,7 @@ def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> N
 def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
     """Table 3: one model per instruction mixture, trained the way the CrystalICL arm is."""
     training = b.a.icl_arm.removeprefix("CrystalICL")  # "" or "+curriculum"
-    for arm in ("Rand", "F", "CF", "C", "noAux", "CrystalICL"):
+    for arm in MIXTURE_ARMS:
         model = b.model(ds, arm + training, fmt)
         for shots in (0, 3):
             m = b.conditional(model, ds, shots, pool_split=pool)
@@ -322,7 +345,9 @@ def _setup_of(res: dict) -> dict[str, dict]:
 
 
 def _same(a: dict, b: dict) -> bool:
-    return {k: v for k, v in a.items() if k != "provenance"} == {k: v for k, v in b.items() if k != "provenance"}
+    """Same setup, wherever it ran (a run resumed on another machine from the same ``--work`` keeps its cells)."""
+    measured = ("provenance", "training_hardware")
+    return {k: v for k, v in a.items() if k not in measured} == {k: v for k, v in b.items() if k not in measured}
 
 
 def _merge_previous(b: Bench, res: dict) -> None:
@@ -365,6 +390,8 @@ def _save(b: Bench, res: dict) -> None:
     stamp = provenance()  # git is asked once per save, not once per dataset
     for key in b.keys:
         res["setup_by_dataset"][key]["provenance"] = stamp
+        if b.trained_on.get(key):
+            res["setup_by_dataset"][key]["training_hardware"] = ", ".join(sorted(b.trained_on[key]))
     write(b.a.name, res, markdown(res))
 
 
@@ -388,7 +415,7 @@ def markdown(res: dict) -> str:
         model = s.get("base_model") or s["preset"]
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
                   f"{s['runs']} × {s['n']} | {s['n_uncond']} | {_curriculum(s)} | "
-                  f"{s.get('uncond_share') or '–'} | {s.get('epochs', DEFAULT_EPOCHS):g} | {_hardware(pv)} | "
+                  f"{s.get('uncond_share') or '–'} | {s.get('epochs', DEFAULT_EPOCHS):g} | {_hardware(pv, s)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
     for key, arms in res["conditional_success_rate"].items():
@@ -457,9 +484,12 @@ def _curriculum(setup: dict) -> str:
     return f"≤ {share:g}, until copying ≥ {setup['switch_at']:g}"
 
 
-def _hardware(provenance: dict) -> str:
+def _hardware(provenance: dict, setup: dict | None = None) -> str:
+    """The machine of the run, and what trained its models when that was another (``--train-only`` on a GPU)."""
     hw = provenance.get("hardware", {})
-    return hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+    here = hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+    trained = (setup or {}).get("training_hardware")
+    return here if not trained or trained == here else f"trained on {trained}, sampled on {here}"
 
 
 def _paper_name(name: str) -> str:
@@ -519,6 +549,9 @@ def main():
     ap.add_argument("--max-tokens", dest="max_tokens", type=int, default=512)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="runs/paper")
+    ap.add_argument("--train-only", dest="train_only", action="store_true",
+                    help="train the models the tables need, then stop (e.g. on a GPU); run again without it to "
+                         "sample and score from the same --work")
     a = ap.parse_args()
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
     a.ablations, arms = a.ablations.split(","), a.arms
@@ -556,6 +589,10 @@ def main():
         {"MP20"} if {"cross-domain", "ablations"} & set(tables) else set())
     for key in b.keys:
         res["setup_by_dataset"][key] = dict(setup)
+    if a.train_only:
+        train_models(b, tables)
+        print(json.dumps({k: round(v, 1) for k, v in b.timings.items()}, indent=1))
+        return
     _merge_previous(b, res)
     steps = {"conditional": run_conditional, "unconditional": run_unconditional,
              "cross-domain": run_cross_domain, "ablations": run_ablations}

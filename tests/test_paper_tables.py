@@ -80,3 +80,30 @@ def test_timings_follow_their_dataset_cells(committed):
     assert not any(k.startswith(("perov5/", "train perov5 ")) for k in b.timings)
     assert {k: v for k, v in old.items() if k.startswith(("mp20_biternary/", "train mp20_biternary "))}.items() \
         <= b.timings.items()
+
+
+@pytest.mark.parametrize("tables", [["conditional", "unconditional"], ["cross-domain"], ["ablations"]])
+def test_train_only_trains_exactly_the_models_the_tables_sample_from(monkeypatch, tables):
+    """``--train-only`` on a GPU, then the same command on a CPU: the second run must find every model it needs
+    and the first must train none it does not."""
+    a = argparse.Namespace(datasets=["perov5", "mp20_biternary"], formats=["sgs", "xyz"], curriculum=0.5,
+                           arms=["CrystalLLM", "CrystalICL+curriculum"], icl_arm="CrystalICL+curriculum",
+                           ablations=["inference", "mixtures"], name="unused", work="unused")
+    b = paper_tables.Bench(a)
+    calls = []
+    monkeypatch.setattr(b, "model", lambda ds, arm, fmt: calls.append((ds, arm, fmt)) or Path(ds, arm, fmt))
+    monkeypatch.setattr(paper_tables, "mp20_name", lambda: "mp20_biternary")
+    paper_tables.train_models(b, tables)
+    trained, calls[:] = set(calls), []
+    monkeypatch.setattr(b, "conditional", lambda *args, **kw: {"overlap": 0.0, "negative_formation_energy": 0.0})
+    monkeypatch.setattr(b, "unconditional", lambda *args, **kw: {})
+    monkeypatch.setattr(b, "stage1", lambda *args: {})
+    monkeypatch.setattr(paper_tables, "_save", lambda *args: None)
+    monkeypatch.setattr(paper_tables, "_row", lambda *args: {})
+    monkeypatch.setattr(paper_tables, "_protocol", lambda ds: "reduced")
+    res = _fresh() | {"conditional_success_rate_std": {}, "conditional_extra": {}}
+    steps = {"conditional": paper_tables.run_conditional, "unconditional": paper_tables.run_unconditional,
+             "cross-domain": paper_tables.run_cross_domain, "ablations": paper_tables.run_ablations}
+    for t in tables:
+        steps[t](b, res)
+    assert trained == set(calls) and trained

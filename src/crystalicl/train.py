@@ -185,6 +185,15 @@ def _load_checkpoint(ckpt: Path, model, opt, sched, kind: str) -> _State:
     return _State(**blob["state"])
 
 
+def _hardware(device) -> str:
+    """What trained the model, for results that compare budgets: the GPU's name, or the CPU count."""
+    import os
+
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPUs"
+
+
 def evaluate_loss(model, data, pad_id: int, batch_size: int, autocast) -> float:
     """Mean per-token loss over ``data`` (scored tokens only)."""
     import torch
@@ -333,7 +342,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "examples": len(data), "dropped_too_long": dropped, "history": state.history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in params), "device": device.type, "bf16": bf16,
-        "processes": world,
+        "processes": world, "hardware": _hardware(device),
     }
     copying = [h["copying"] for h in state.history if "copying" in h]
     if copying:
