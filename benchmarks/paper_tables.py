@@ -77,6 +77,7 @@ class Bench:
         self.timings: dict[str, float] = {}
         self.keys: set[str] = set()
         self.trained_on: dict[str, set[str]] = {}  # dataset key -> what trained its models (GPU name, CPUs)
+        self.training: dict[str, dict[str, dict]] = {}  # dataset key -> model -> how its last stage trained
 
     def wants(self, arm: str) -> bool:
         """Whether ``--arms`` (default: all) includes this arm of the conditional/unconditional tables."""
@@ -119,6 +120,7 @@ class Bench:
         stages = [read_meta(m)["metrics"] for m in ([init, out] if init is not None else [out])]
         self.timings[f"train {ds} {arm} {fmt}"] = sum(m["seconds"] for m in stages)  # read back: exact on resume
         self.trained_on.setdefault(TABLE_KEY[ds], set()).update(m["hardware"] for m in stages if "hardware" in m)
+        self.training.setdefault(TABLE_KEY[ds], {})[f"{arm} ({FORMAT_NAME[fmt]})"] = _training_summary(stages[-1])
         return out
 
     def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
@@ -126,7 +128,8 @@ class Bench:
         from crystalicl.train import TrainConfig, train
 
         common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
-                      batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=0, resume=True)
+                      batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=0, resume=True,
+                      keep_best=self.a.keep_best)
         budget = self.a.budget
         if init is not None:
             if not (init / "crystalicl.json").exists():
@@ -199,6 +202,19 @@ class Bench:
                          max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
         samples = self.sampled(out, load_samples(out / "samples.jsonl"))
         return evaluate_unconditional(samples, (ds, "test"), out / "eval", workers=self.a.workers, progress=False)
+
+
+def _training_summary(m: dict) -> dict:
+    """Steps, seconds and validation loss of a stage: the lowest seen and where, beside the one it ended with
+    (far apart: the budget overfits the training set)."""
+    vals = [(h["val_loss"], h["step"]) for h in m.get("history", []) if "val_loss" in h]
+    out = {"steps": m["steps"], "seconds": m["seconds"], "val_loss": round(m.get("val_loss", float("nan")), 4)}
+    if vals:
+        low, step = min(vals)
+        out |= {"lowest_val_loss": round(low, 4), "lowest_at_step": step}
+    if "restored_step" in m:
+        out["restored_step"] = m["restored_step"]
+    return out
 
 
 def _row(m: dict, keys: list[str]) -> dict:
@@ -326,7 +342,7 @@ def _protocol(ds: str) -> str:
 
 
 PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional",
-               "curriculum_stage1")
+               "curriculum_stage1", "training")
 MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_types", "ablation_inference_selection",
              "ablation_k")  # measured with MP-20 models (cross-domain: prompted for other datasets)
 
@@ -392,6 +408,8 @@ def _save(b: Bench, res: dict) -> None:
         res["setup_by_dataset"][key]["provenance"] = stamp
         if b.trained_on.get(key):
             res["setup_by_dataset"][key]["training_hardware"] = ", ".join(sorted(b.trained_on[key]))
+        if b.training.get(key):
+            res["training"].setdefault(key, {}).update(b.training[key])
     write(b.a.name, res, markdown(res))
 
 
@@ -412,9 +430,10 @@ def markdown(res: dict) -> str:
           "condition-free share | epochs at most | hardware | commit | date |", "|---" * 12 + "|"]
     for key, s in res["setup_by_dataset"].items():
         pv = s.get("provenance", {})
-        model = s.get("base_model") or s["preset"]
+        model = (s.get("base_model") or s["preset"]) + (", lowest val loss kept" if s.get("keep_best") else "")
+        uncond = s["n_uncond"] if key in res["unconditional"] else "–"
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
-                  f"{s['runs']} × {s['n']} | {s['n_uncond']} | {_curriculum(s)} | "
+                  f"{s['runs']} × {s['n']} | {uncond} | {_curriculum(s)} | "
                   f"{s.get('uncond_share') or '–'} | {s.get('epochs', DEFAULT_EPOCHS):g} | {_hardware(pv, s)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
@@ -444,6 +463,16 @@ def markdown(res: dict) -> str:
             copying = f"{m['copying']:.3f}" if "copying" in m else "–"
             md.append(f"| {key} | {f} | {m['seconds']:.0f} | {m['steps']} | {m.get('stopped_by', '')} | {copying} | "
                       f"{m.get('val_loss', float('nan')):.3f} |")
+        md.append("")
+    trained = [(key, name, m) for key, arms in res.get("training", {}).items() for name, m in arms.items()]
+    if trained:
+        md += ["## Training (the sampled model's last stage; validation loss at its end and the lowest seen)", "",
+               "| dataset | model | steps | seconds | val loss | lowest val loss (step) | weights |", "|---" * 7 + "|"]
+        for key, name, m in trained:
+            low = f"{m['lowest_val_loss']:.3f} ({m['lowest_at_step']})" if "lowest_val_loss" in m else "–"
+            weights = f"step {m['restored_step']}" if "restored_step" in m else "last"
+            md.append(f"| {key} | {name} | {m['steps']} | {m['seconds']:.0f} | {m['val_loss']:.3f} | {low} | "
+                      f"{weights} |")
         md.append("")
     for key, arms in res["unconditional"].items():
         md += [f"## Unconditional, {key} (paper in brackets)", "",
@@ -526,6 +555,8 @@ def main():
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
+    ap.add_argument("--keep-best", dest="keep_best", action="store_true",
+                    help="every stage ends with its lowest-validation-loss weights (a GPU budget overfits small sets)")
     ap.add_argument("--curriculum", type=float, default=0.0,
                     help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
                          "instructions first (0: off)")
@@ -567,6 +598,8 @@ def main():
         setup["uncond_share"] = a.uncond_share
     if a.switch_at:
         setup["switch_at"] = a.switch_at
+    if a.keep_best:
+        setup["keep_best"] = True
     if a.base_model:  # only when set: setups measured before the option stay equal to a compact run's
         setup |= {"base_model": a.base_model, "preset": None}
     if a.train_batch_size != 16:
@@ -579,8 +612,8 @@ def main():
         setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
     res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
-           "conditional_extra": {}, "curriculum_stage1": {}, "realism_MP20_conditional": {}, "unconditional": {},
-           "cross_domain": {},
+           "conditional_extra": {}, "curriculum_stage1": {}, "training": {}, "realism_MP20_conditional": {},
+           "unconditional": {}, "cross_domain": {},
            "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)

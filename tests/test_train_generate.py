@@ -109,6 +109,27 @@ def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, 
     assert go_on["stopped_by"] == "steps" and go_on["steps"] == 6
     assert [h["step"] for h in go_on["history"] if "copying" in h] == [2, 4, 6]
 
+def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_model, perov_instructions, tmp_path):
+    """A run whose loss rises after its first check (its first step has learning rate 0: warm-up starts at 0,
+    then a step size that wrecks the model) must end with the first check's weights, which are the start's."""
+    from safetensors.torch import load_file
+
+    out, _ = tiny_model
+    cfg = dict(data=str(perov_instructions), val_data=str(perov_instructions), init_from=str(out), max_steps=4,
+               batch_size=8, eval_every=1, lr=0.5, warmup=0.5)
+    last = train(TrainConfig(out=str(tmp_path / "last"), **cfg), progress=False)
+    vals = [h["val_loss"] for h in last["history"] if "val_loss" in h]
+    assert vals[0] == min(vals) and last["val_loss"] > vals[0] + 0.5  # the premise: this run only gets worse
+    best = train(TrainConfig(out=str(tmp_path / "best"), keep_best=True, **cfg), progress=False)
+    assert best["restored_step"] == 1 and best["val_loss"] == pytest.approx(vals[0], abs=1e-5)
+    start, kept = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "best" / "model.safetensors"))
+    assert all(np.array_equal(start[k].float().numpy(), kept[k].float().numpy()) for k in start)
+    stop = train(TrainConfig(out=str(tmp_path / "stop"), patience=2, **cfg), progress=False)
+    assert stop["stopped_by"] == "patience" and stop["steps"] == 3
+    with pytest.raises(ValueError, match="val_data"):
+        train(TrainConfig(out=str(tmp_path / "x"), keep_best=True, **(cfg | {"val_data": None})), progress=False)
+
+
 def test_generation_resumes_without_duplicates_and_constrained_text_always_parses(tiny_model, tmp_path):
     out, _ = tiny_model
     gen = Generator.from_pretrained(out)

@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--stop-at-copying", dest="stop_at_copying", type=float, default=None,
                    help="stop once teacher-forced formula copying on --val-data reaches this (end of a curriculum's "
                         "zero-shot stage; checked every --eval-every steps)")
+    q.add_argument("--keep-best", dest="keep_best", action="store_true",
+                   help="end with the weights of the lowest --val-data loss seen (a small set overfits on a GPU)")
+    q.add_argument("--patience", type=int, default=None,
+                   help="stop after this many validation checks without a new lowest loss")
     q.add_argument("--save-every", dest="save_every", type=int, default=200)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
