@@ -71,3 +71,30 @@ def formula_copying(model, tok, records: list[dict], limit: int | None = None) -
     model.train(was_training)
     return {"records": len(recs), "element_tokens": total, "accuracy": round(hit / max(total, 1), 4),
             "in_target_formula": round(in_formula / max(total, 1), 4)}
+
+
+def demonstration_formulas(prompt: str) -> list[str]:
+    """The formulas a few-shot prompt's demonstrations state (all but the target's, which comes last)."""
+    return _FORMULA.findall(prompt)[:-1]
+
+
+FORMULA_ERRORS = ("a demonstration's formula", "an element from a demonstration", "an element from neither",
+                  "a target element dropped", "the target's elements, wrong counts")
+
+
+def formula_error(target: str, sampled: str, demonstrations: list[str] = ()) -> str | None:
+    """How a sample's formula misses the target's (None: it matches, as reduced formulas), one of
+    :data:`FORMULA_ERRORS` — to tell a model that reads the wrong formula in a few-shot prompt (a demonstration's)
+    from one that loses track of the target's elements."""
+    from pymatgen.core import Composition
+
+    want, got = Composition(target).reduced_composition, Composition(sampled).reduced_composition
+    if got.almost_equals(want):
+        return None
+    if any(got.almost_equals(Composition(d).reduced_composition) for d in demonstrations):
+        return FORMULA_ERRORS[0]
+    extra = set(got.elements) - set(want.elements)
+    if extra:
+        shown = {e for d in demonstrations for e in Composition(d).elements}
+        return FORMULA_ERRORS[1] if extra & shown else FORMULA_ERRORS[2]
+    return FORMULA_ERRORS[3] if set(got.elements) < set(want.elements) else FORMULA_ERRORS[4]

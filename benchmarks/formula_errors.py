@@ -1,0 +1,67 @@
+"""Where conditional samples miss the target formula, and whether few-shot demonstrations are to blame.
+
+    python benchmarks/formula_errors.py runs/paper-p5-switch-2400/perov5/CrystalICL+curriculum-sgs --name NAME
+
+Reads every ``cond-*/samples.jsonl`` under the given model directories (paper_tables.py's layout) and sorts the
+samples whose formula misses the target (the success criterion of ``evaluate_conditional``: reduced formulas
+equal) by :func:`crystalicl.copying.formula_error`. Results: ``benchmarks/results/NAME.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import write  # noqa: E402
+
+
+def classify_job(samples: Path) -> dict:
+    from crystalicl.copying import FORMULA_ERRORS, demonstration_formulas, formula_error
+    from crystalicl.evaluate import load_samples, to_structure
+
+    counts, examples, n = Counter(), [], 0
+    for r in load_samples(samples):
+        if "formula" not in r.get("conditions", {}):
+            continue
+        n += 1
+        s = to_structure(r)
+        if s is None:
+            counts["unparseable"] += 1
+            continue
+        got, demos = s.composition.reduced_formula, demonstration_formulas(r["prompt"])
+        kind = formula_error(r["conditions"]["formula"], got, demos)
+        if kind is not None:
+            counts[kind] += 1
+            if len(examples) < 5:
+                examples.append({"target": r["conditions"]["formula"], "sampled": got, "demonstrations": demos,
+                                 "error": kind})
+    return {"samples": n, "wrong": sum(counts.values()),
+            "errors": {k: counts[k] for k in (*FORMULA_ERRORS, "unparseable") if counts[k]}, "examples": examples}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", help="model directories of a paper_tables.py --work")
+    ap.add_argument("--name", default="formula_errors")
+    a = ap.parse_args()
+    res = {}
+    for m in map(Path, a.models):
+        for job in sorted(m.glob("cond-*/samples.jsonl")):
+            res[f"{m.parent.parent.name}/{m.parent.name}/{m.name}/{job.parent.name}"] = classify_job(job)
+    from crystalicl.copying import FORMULA_ERRORS
+
+    cols = [*FORMULA_ERRORS, "unparseable"]
+    md = ["# Formula misses of conditional samples, by kind", "",
+          "| job | samples | wrong | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for job, r in res.items():
+        md.append(f"| {job} | {r['samples']} | {r['wrong']} | " + " | ".join(str(r["errors"].get(c, 0)) for c in cols)
+                  + " |")
+    write(a.name, {"jobs": res}, "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
