@@ -3,8 +3,9 @@
     python benchmarks/formula_errors.py runs/paper-p5-switch-2400/perov5/CrystalICL+curriculum-sgs --name NAME
 
 Reads every ``cond-*/samples.jsonl`` under the given model directories (paper_tables.py's layout) and sorts the
-samples whose formula misses the target (the success criterion of ``evaluate_conditional``: reduced formulas
-equal) by :func:`crystalicl.copying.formula_error`. Results: ``benchmarks/results/NAME.json`` and ``.md``.
+samples whose formula misses the target by :func:`crystalicl.copying.formula_error`. The sampled formulas are the
+per-sample analysis ``evaluate_conditional`` cached beside them (``eval/analysis``), so a miss here is a miss there.
+Results: ``benchmarks/results/NAME.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import write  # noqa: E402
 
+from crystalicl.copying import FORMULA_ERRORS, demonstration_formulas, formula_error  # noqa: E402
+
+COLUMNS = (*FORMULA_ERRORS, "unparseable")
+
 
 def classify_job(samples: Path) -> dict:
-    from crystalicl.copying import FORMULA_ERRORS, demonstration_formulas, formula_error
-    from crystalicl.evaluate import load_samples, to_structure
+    from crystalicl.evaluate import analyze_many, load_samples
 
+    records = load_samples(samples)
+    per = analyze_many(records, samples.parent / "eval" / "analysis", progress=False)
     counts, examples, n = Counter(), [], 0
-    for r in load_samples(samples):
+    for r, p in zip(records, per, strict=True):
         if "formula" not in r.get("conditions", {}):
             continue
         n += 1
-        s = to_structure(r)
-        if s is None:
+        got, demos = p.get("formula"), demonstration_formulas(r["prompt"])
+        if got is None:
             counts["unparseable"] += 1
             continue
-        got, demos = s.composition.reduced_formula, demonstration_formulas(r["prompt"])
         kind = formula_error(r["conditions"]["formula"], got, demos)
         if kind is not None:
             counts[kind] += 1
@@ -39,7 +44,7 @@ def classify_job(samples: Path) -> dict:
                 examples.append({"target": r["conditions"]["formula"], "sampled": got, "demonstrations": demos,
                                  "error": kind})
     return {"samples": n, "wrong": sum(counts.values()),
-            "errors": {k: counts[k] for k in (*FORMULA_ERRORS, "unparseable") if counts[k]}, "examples": examples}
+            "errors": {k: counts[k] for k in COLUMNS if counts[k]}, "examples": examples}
 
 
 def main():
@@ -51,14 +56,11 @@ def main():
     for m in map(Path, a.models):
         for job in sorted(m.glob("cond-*/samples.jsonl")):
             res[f"{m.parent.parent.name}/{m.parent.name}/{m.name}/{job.parent.name}"] = classify_job(job)
-    from crystalicl.copying import FORMULA_ERRORS
-
-    cols = [*FORMULA_ERRORS, "unparseable"]
     md = ["# Formula misses of conditional samples, by kind", "",
-          "| job | samples | wrong | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+          "| job | samples | wrong | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for job, r in res.items():
-        md.append(f"| {job} | {r['samples']} | {r['wrong']} | " + " | ".join(str(r["errors"].get(c, 0)) for c in cols)
-                  + " |")
+        cells = [r["samples"], r["wrong"], *(r["errors"].get(c, 0) for c in COLUMNS)]
+        md.append(f"| {job} | " + " | ".join(map(str, cells)) + " |")
     write(a.name, {"jobs": res}, "\n".join(md))
     print("\n".join(md))
 

@@ -83,6 +83,11 @@ class Bench:
         """Whether ``--arms`` (default: all) includes this arm of the conditional/unconditional tables."""
         return not self.a.arms or arm in self.a.arms
 
+    def table_arms(self) -> list[str]:
+        """The trained arms of the conditional/unconditional tables that ``--arms`` asks for."""
+        arms = ("CrystalLLM", "CrystalICL") + (("CrystalICL+curriculum",) if self.a.curriculum else ())
+        return [a for a in arms if self.wants(a)]
+
     # --- models ---------------------------------------------------------------------------------------
     def data(self, ds: str, arm: str, fmt: str) -> tuple[Path, Path]:
         """The arm's instruction sets (train, and 128 validation records), built once."""
@@ -254,9 +259,7 @@ def run_unconditional(b: Bench, res: dict) -> None:
     for ds in map(resolve, b.a.datasets):
         key = TABLE_KEY[ds]
         for fmt in b.a.formats:
-            for arm in ("CrystalLLM", "CrystalICL") + (("CrystalICL+curriculum",) if b.a.curriculum else ()):
-                if not b.wants(arm):
-                    continue
+            for arm in b.table_arms():
                 m = b.unconditional(b.model(ds, arm, fmt), ds)
                 res["unconditional"].setdefault(key, {})[f"{arm} ({FORMAT_NAME[fmt]})"] = [
                     round(m[c], 4) if c in m else None for c in UNCOND_COLUMNS]
@@ -283,11 +286,10 @@ MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's mode
 def train_models(b: Bench, tables: list[str]) -> None:
     """Train (or find) every model the tables need and sample nothing: for a GPU lease, after which the same
     command without ``--train-only`` samples and scores on any machine, reusing the models under ``--work``."""
-    arms = ("CrystalLLM", "CrystalICL") + (("CrystalICL+curriculum",) if b.a.curriculum else ())
     if {"conditional", "unconditional"} & set(tables):
         for ds in map(resolve, b.a.datasets):
             for fmt in b.a.formats:
-                for arm in filter(b.wants, arms):
+                for arm in b.table_arms():
                     b.model(ds, arm, fmt)
     if "cross-domain" in tables:
         for fmt in b.a.formats:
@@ -455,25 +457,17 @@ def markdown(res: dict) -> str:
             md.append(f"| {name} | " + " | ".join(cells) + f" | {ex.get('parse_rate', 0):.3f} | "
                       f"{ex.get('valid_overall', 0):.3f} |")
         md.append("")
-    stage1 = [(key, f, m) for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()]
-    if stage1:
-        md += ["## Curriculum, first stage (zero-shot whole-text; teacher-forced formula copying on validation)", "",
-               "| dataset | text | seconds | steps | stopped by | copying | val loss |", "|---" * 7 + "|"]
-        for key, f, m in stage1:
-            copying = f"{m['copying']:.3f}" if "copying" in m else "–"
-            md.append(f"| {key} | {f} | {m['seconds']:.0f} | {m['steps']} | {m.get('stopped_by', '')} | {copying} | "
-                      f"{m.get('val_loss', float('nan')):.3f} |")
-        md.append("")
-    trained = [(key, name, m) for key, arms in res.get("training", {}).items() for name, m in arms.items()]
-    if trained:
-        md += ["## Training (the sampled model's last stage; validation loss at its end and the lowest seen)", "",
-               "| dataset | model | steps | seconds | val loss | lowest val loss (step) | weights |", "|---" * 7 + "|"]
-        for key, name, m in trained:
-            low = f"{m['lowest_val_loss']:.3f} ({m['lowest_at_step']})" if "lowest_val_loss" in m else "–"
-            weights = f"step {m['restored_step']}" if "restored_step" in m else "last"
-            md.append(f"| {key} | {name} | {m['steps']} | {m['seconds']:.0f} | {m['val_loss']:.3f} | {low} | "
-                      f"{weights} |")
-        md.append("")
+    md += _table("Curriculum, first stage (zero-shot whole-text; teacher-forced formula copying on validation)",
+                 ["dataset", "text", "seconds", "steps", "stopped by", "copying", "val loss"],
+                 [[key, f, f"{m['seconds']:.0f}", m["steps"], m.get("stopped_by", ""),
+                   f"{m['copying']:.3f}" if "copying" in m else "–", f"{m.get('val_loss', float('nan')):.3f}"]
+                  for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()])
+    md += _table("Training (the sampled model's last stage; validation loss at its end and the lowest seen)",
+                 ["dataset", "model", "steps", "seconds", "val loss", "lowest val loss (step)", "weights"],
+                 [[key, name, m["steps"], f"{m['seconds']:.0f}", f"{m['val_loss']:.3f}",
+                   f"{m['lowest_val_loss']:.3f} ({m['lowest_at_step']})" if "lowest_val_loss" in m else "–",
+                   f"step {m['restored_step']}" if "restored_step" in m else "last"]
+                  for key, arms in res.get("training", {}).items() for name, m in arms.items()])
     for key, arms in res["unconditional"].items():
         md += [f"## Unconditional, {key} (paper in brackets)", "",
                "| model | " + " | ".join(UNCOND_COLUMNS) + " |", "|---" * (len(UNCOND_COLUMNS) + 1) + "|"]
@@ -504,6 +498,14 @@ def markdown(res: dict) -> str:
     md += _rows_md(f"Ablation: number of C demonstrations ({arm})", res["ablation_k"],
                    {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")})
     return "\n".join(md)
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> list[str]:
+    """A markdown section of one row per model (nothing when there are none)."""
+    if not rows:
+        return []
+    return [f"## {title}", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|",
+            *("| " + " | ".join(map(str, r)) + " |" for r in rows), ""]
 
 
 def _curriculum(setup: dict) -> str:
