@@ -1,6 +1,7 @@
-"""Does a trained model read the prompt's formula? Teacher-forced element accuracy on held-out instructions
-(``crystalicl.copying``), per task (zero-/few-shot): the accuracy of the argmax element, and the share of
-argmax elements that occur in the prompt's target formula at all.
+"""Does a trained model read the prompt's conditions? Teacher-forced element accuracy on held-out instructions
+(``crystalicl.copying``), per task (zero-/few-shot): the accuracy of the argmax element, the share of argmax
+elements that occur in the prompt's target formula at all, and (SGS text) the share of space-group symbol
+lines read right.
 
     python benchmarks/condition_copying.py --model runs/perov5-small/model \\
         --data runs/perov5-small/instructions.val.jsonl
@@ -24,7 +25,7 @@ def main():
     ap.add_argument("--n", type=int, default=200, help="records per task")
     ap.add_argument("--name", default="condition_copying", help="results file name (benchmarks/results/NAME.json)")
     a = ap.parse_args()
-    from crystalicl.copying import formula_copying
+    from crystalicl.copying import condition_copying
     from crystalicl.instructions import read_jsonl
     from crystalicl.model.loading import load_trained, read_meta
 
@@ -32,14 +33,16 @@ def main():
     records = read_jsonl(Path(a.data))
     res = {}
     for task in ("zero-shot", "few-shot"):
-        res[task] = formula_copying(model, tok, [r for r in records if r["task"] == task], limit=a.n)
+        res[task] = condition_copying(model, tok, [r for r in records if r["task"] == task], limit=a.n)
         print(task, json.dumps(res[task]))
     meta = read_meta(Path(a.model))
     md = [f"# Teacher-forced element accuracy ({a.model}, preset {meta.get('preset')}, "
           f"{meta['metrics'].get('steps')} steps, val loss {meta['metrics'].get('val_loss', float('nan')):.3f})", "",
-          "| task | records | element tokens | accuracy | predicted element in target formula |",
-          "|---|---|---|---|---|"]
-    md += [f"| {k} | {v['records']} | {v['element_tokens']} | {v['accuracy']:.3f} | {v['in_target_formula']:.3f} |"
+          "| task | records | element tokens | accuracy | predicted element in target formula | "
+          "space-group symbol (records) |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {k} | {v['records']} | {v['element_tokens']} | {v['accuracy']:.3f} | {v['in_target_formula']:.3f} | "
+           + (f"{v['space_group']:.3f} ({v['space_group_records']})" if "space_group" in v else "–") + " |"
            for k, v in res.items()]
     write(a.name, {**res, "model": a.model, "data": a.data}, "\n".join(md))
     print("\n".join(md))

@@ -148,11 +148,12 @@ class Bench:
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
 
     def stage1(self, ds: str, fmt: str) -> dict:
-        """How long the curriculum's first stage trained, and how well it copies the formula by then."""
+        """How long the curriculum's first stage trained, and how well it copies its conditions by then."""
         from crystalicl.model.loading import read_meta
 
         m = read_meta(self.work / ds / f"curriculum-stage1-{fmt}")["metrics"]
-        return {k: m[k] for k in ("seconds", "steps", "stopped_by", "copying", "val_loss") if k in m}
+        keys = ("seconds", "steps", "stopped_by", "copying", "formula_copying", "space_group_copying", "val_loss")
+        return {k: m[k] for k in keys if k in m}
 
     def sampled(self, out: Path, samples: list[dict]) -> list[dict]:
         """Note a sampling job's seconds: the sum of its samples' shares of their batches' sampling time, read
@@ -395,6 +396,15 @@ def _merge_previous(b: Bench, res: dict) -> None:
     b.timings.update({k: v for k, v in timings.items() if TABLE_KEY.get(_timing_dataset(k)) in keep})
 
 
+def _copying(stage1: dict) -> str:
+    """A first stage's last copying check: formula / space group (runs from before space-group copying was
+    measured checked the formula only)."""
+    if "formula_copying" not in stage1:
+        return f"{stage1['copying']:.3f} / –" if "copying" in stage1 else "–"
+    sg = stage1.get("space_group_copying")
+    return f"{stage1['formula_copying']:.3f} / " + ("–" if sg is None else f"{sg:.3f}")
+
+
 def _timing_dataset(key: str) -> str:
     """The dataset a timing belongs to: ``train <dataset> <arm> <format>`` or ``<dataset>/<arm dir>/<job>``."""
     return key.split()[1] if key.startswith("train ") else key.split("/")[0]
@@ -457,10 +467,11 @@ def markdown(res: dict) -> str:
             md.append(f"| {name} | " + " | ".join(cells) + f" | {ex.get('parse_rate', 0):.3f} | "
                       f"{ex.get('valid_overall', 0):.3f} |")
         md.append("")
-    md += _table("Curriculum, first stage (zero-shot whole-text; teacher-forced formula copying on validation)",
-                 ["dataset", "text", "seconds", "steps", "stopped by", "copying", "val loss"],
-                 [[key, f, f"{m['seconds']:.0f}", m["steps"], m.get("stopped_by", ""),
-                   f"{m['copying']:.3f}" if "copying" in m else "–", f"{m.get('val_loss', float('nan')):.3f}"]
+    md += _table("Curriculum, first stage (zero-shot whole-text; teacher-forced copying on validation: the formula's "
+                 "elements, and the space group's symbol where measured)",
+                 ["dataset", "text", "seconds", "steps", "stopped by", "copying (formula / space group)", "val loss"],
+                 [[key, f, f"{m['seconds']:.0f}", m["steps"], m.get("stopped_by", ""), _copying(m),
+                   f"{m.get('val_loss', float('nan')):.3f}"]
                   for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()])
     md += _table("Training (the sampled model's last stage; validation loss at its end and the lowest seen)",
                  ["dataset", "model", "steps", "seconds", "val loss", "lowest val loss (step)", "weights"],
@@ -563,8 +574,9 @@ def main():
                     help="also run CrystalICL+curriculum arms: this share of the budget on zero-shot whole-text "
                          "instructions first (0: off)")
     ap.add_argument("--switch-at", dest="switch_at", type=float, default=None,
-                    help="end the curriculum's first stage early once teacher-forced formula copying on validation "
-                         "reaches this (e.g. 0.95); --curriculum is then its longest share")
+                    help="end the curriculum's first stage early once teacher-forced condition copying on validation "
+                         "(formula elements and, in SGS text, the space-group symbol; the lower) reaches this (e.g. "
+                         "0.95); --curriculum is then its longest share")
     ap.add_argument("--icl-arm", dest="icl_arm", default="CrystalICL", choices=["CrystalICL", "CrystalICL+curriculum"],
                     help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
     ap.add_argument("--ablations", default="inference,mixtures",

@@ -87,27 +87,77 @@ def test_init_from_continues_the_earlier_model_and_refuses_another_format(tiny_m
 def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, perov_instructions, tmp_path):
     from pymatgen.core import Element
 
-    from crystalicl.copying import formula_copying
+    from crystalicl.copying import condition_copying
     from crystalicl.instructions import read_jsonl
     from crystalicl.model.loading import load_trained
 
     out, _ = tiny_model
     recs = read_jsonl(perov_instructions)
     model, tok, _ = load_trained(out)
-    c = formula_copying(model, tok, recs)
+    c = condition_copying(model, tok, recs)
     symbols = {e.symbol for e in Element}
     sites = sum(line in symbols for r in recs for line in r["response"].split("\n"))
     assert c["records"] == len(recs) and c["element_tokens"] == sites  # every site's element is scored once
     assert c["accuracy"] <= c["in_target_formula"] <= 1  # a right element is always one of the formula's
+    assert c["space_group_records"] == 0 and c["conditions"] == c["accuracy"]  # no space group stated
     cfg = dict(data=str(perov_instructions), val_data=str(perov_instructions), init_from=str(out), max_steps=6,
                batch_size=8, eval_every=2, lr=1e-7)  # a tiny step size: copying stays where stage 1 left it
-    stop = train(TrainConfig(out=str(tmp_path / "stop"), stop_at_copying=c["accuracy"] - 0.05, **cfg),
+    stop = train(TrainConfig(out=str(tmp_path / "stop"), stop_at_copying=c["conditions"] - 0.05, **cfg),
                  progress=False)
-    assert stop["stopped_by"] == "copying" and stop["steps"] == 2 and stop["copying"] >= c["accuracy"] - 0.05
+    assert stop["stopped_by"] == "copying" and stop["steps"] == 2 and stop["copying"] >= c["conditions"] - 0.05
+    assert stop["formula_copying"] == stop["copying"] and "space_group_copying" not in stop
     assert (tmp_path / "stop" / "crystalicl.json").exists()
     go_on = train(TrainConfig(out=str(tmp_path / "on"), stop_at_copying=1.01, **cfg), progress=False)
     assert go_on["stopped_by"] == "steps" and go_on["steps"] == 6
     assert [h["step"] for h in go_on["history"] if "copying" in h] == [2, 4, 6]
+
+def test_space_group_copying_is_greedy_decoding_of_the_symbol_line(tmp_path):
+    """On Carbon-24 the formula is always C, so a curriculum can only tell that its model reads the conditions
+    from the space group: a record counts when the argmax, teacher-forced, spells the response's whole symbol
+    line — exactly when greedy decoding from the prompt writes that line (checked on the true responses, and on
+    responses that start with the line the model does write). The model: a few steps on Perov-5's symbol lines."""
+    import torch
+
+    from crystalicl.conditions import describe
+    from crystalicl.copying import condition_copying, space_group_copying_records
+    from crystalicl.model.loading import load_trained
+
+    both, formula = ["formula", "space_group"], ["formula"]
+    df = sample("perov5", "val", n=64, seed=1)
+    lines_only = [{"prompt": DEFAULT.generation(describe(r, both), "sgs"), "response": r["sgs"].split("\n", 1)[0],
+                   "conditions": both} for r in (prepare_one(m, c) for m, c in zip(df.material_id, df.cif,
+                                                                                    strict=True))]
+    write_jsonl(lines_only, tmp_path / "lines.jsonl")
+    (tmp_path / "lines.jsonl.meta.json").write_text(json.dumps({"format": "sgs"}))
+    train(TrainConfig(data=str(tmp_path / "lines.jsonl"), out=str(tmp_path / "m"), max_steps=60, batch_size=16),
+          progress=False)
+    model, tok, _ = load_trained(tmp_path / "m")
+
+    frames = [sample(name, "val", n=12) for name in ("carbon24", "perov5")]
+    rows = [prepare_one(m, c) for df in frames for m, c in zip(df.material_id, df.cif, strict=True)]
+    stated = [{"prompt": DEFAULT.generation(describe(r, both), "sgs"), "response": r["sgs"], "conditions": both}
+              for r in rows]
+    unstated = [{"prompt": DEFAULT.generation(describe(r, formula), "sgs"), "response": r["sgs"],
+                 "conditions": formula} for r in rows]
+    xyz = [{"prompt": DEFAULT.generation(describe(r, both), "xyz"), "response": r["xyz"], "conditions": both}
+           for r in rows]
+    assert space_group_copying_records(stated + unstated + xyz) == stated
+    c = condition_copying(model, tok, stated + unstated + xyz)
+    assert c["space_group_records"] == len(rows) and c["records"] == 3 * len(rows)
+    assert c["conditions"] == min(c["accuracy"], c["space_group"])
+
+    def greedy_line(prompt: str) -> str:
+        ids = torch.tensor([[tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
+                             pad_token_id=tok.pad_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n", 1)[0]
+
+    lines = [greedy_line(r["prompt"]) for r in stated]
+    written = sum(g == r["response"].split("\n", 1)[0] for g, r in zip(lines, stated, strict=True))
+    assert 0 < written < len(rows) and c["space_group"] == round(written / len(rows), 4)
+    echoed = [r | {"response": g + "\n" + r["response"].split("\n", 1)[1]} for g, r in zip(lines, stated, strict=True)]
+    assert condition_copying(model, tok, space_group_copying_records(echoed))["space_group"] == 1.0
+
 
 def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_model, perov_instructions, tmp_path):
     """A run whose loss rises after its first check (its first step has learning rate 0: warm-up starts at 0,

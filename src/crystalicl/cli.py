@@ -219,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score prompt tokens too (the CrystaLLM-style baseline)")
     q.add_argument("--eval-every", dest="eval_every", type=int, default=200)
     q.add_argument("--stop-at-copying", dest="stop_at_copying", type=float, default=None,
-                   help="stop once teacher-forced formula copying on --val-data reaches this (end of a curriculum's "
-                        "zero-shot stage; checked every --eval-every steps)")
+                   help="stop once teacher-forced condition copying (formula elements and, in SGS text, the space "
+                        "group's symbol) on --val-data reaches this (end of a curriculum's zero-shot stage; checked "
+                        "every --eval-every steps)")
     q.add_argument("--keep-best", dest="keep_best", action="store_true",
                    help="end with the weights of the lowest --val-data loss seen (a small set overfits on a GPU)")
     q.add_argument("--patience", type=int, default=None,

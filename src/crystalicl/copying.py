@@ -1,9 +1,11 @@
-"""Does a model read the prompt's formula? Teacher-forced element accuracy on instructions.
+"""Does a model read the prompt's conditions? Teacher-forced accuracy on instructions.
 
 For each response the model sees the true text up to every element symbol and predicts that symbol. A model
 that copies the formula scores ~1; one that has learnt only the dataset's statistics gets the common anions
-right and the cations wrong. This separates "the model ignores the condition" from "sampling loses it", and
-tells a curriculum when its first stage (learning to read the formula) is done.
+right and the cations wrong. The space group is read the same way: an SGS response starts with the symbol of
+the group the prompt states by number, and the model must predict that whole line. This separates "the model
+ignores the condition" from "sampling loses it", and tells a curriculum when its first stage (learning to
+read the conditions) is done — on Carbon-24 the formula is always C, so only the space group tells.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import cache
 from crystalicl.conditions import SENTENCES
 
 _FORMULA = re.compile(re.escape(SENTENCES["formula"]).replace(r"\{\}", r"(\S+?)") + r"(?:\s|$)")
+_SYMBOL_LINE = re.compile(r"[PABCFIR]\S*")  # a Hermann-Mauguin symbol starts with its lattice letter
 
 
 @cache
@@ -30,8 +33,15 @@ def target_formula(prompt: str) -> str | None:
 
 
 def formula_copying_records(records: list[dict]) -> list[dict]:
-    """The records :func:`formula_copying` scores: those whose target is conditioned on a formula."""
+    """The records whose formula :func:`condition_copying` scores: those whose target is conditioned on one."""
     return [r for r in records if _states_formula(r)]
+
+
+def space_group_copying_records(records: list[dict]) -> list[dict]:
+    """The records whose space group :func:`condition_copying` scores: conditioned on a space group (by the
+    instruction's conditions list), with a response that writes its symbol first (the SGS formats)."""
+    return [r for r in records if "space_group" in r.get("conditions", ())
+            and _SYMBOL_LINE.fullmatch(r["response"].split("\n", 1)[0])]
 
 
 def _states_formula(record: dict) -> bool:
@@ -41,36 +51,54 @@ def _states_formula(record: dict) -> bool:
     return target_formula(record["prompt"]) is not None
 
 
-def formula_copying(model, tok, records: list[dict], limit: int | None = None) -> dict:
-    """Teacher-forced element accuracy over those of ``records`` (instructions) conditioned on a formula.
+def condition_copying(model, tok, records: list[dict], limit: int | None = None) -> dict:
+    """Teacher-forced reading of the conditions in ``records`` (instructions), one forward pass per record.
 
-    Returns the records and element tokens scored, ``accuracy`` (argmax element = true element) and
-    ``in_target_formula`` (argmax element occurs in the target formula at all).
+    Formula (records conditioned on one, at most ``limit``): ``element_tokens`` scored, ``accuracy`` (argmax
+    element = true element) and ``in_target_formula`` (argmax element occurs in the target formula at all).
+    Space group (records conditioned on one whose response starts with its symbol, at most ``limit``):
+    ``space_group`` (share whose whole symbol line is the argmax), over ``space_group_records``.
+    ``conditions``: the lower of the two rates measured — a model reads its conditions when it reads both.
     """
     import torch
     from pymatgen.core import Composition
 
     symbols = _element_symbols()
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    recs = formula_copying_records(records)[:limit]
-    hit = in_formula = total = 0
+    formula = formula_copying_records(records)[:limit]
+    space_group = space_group_copying_records(records)[:limit]
+    scored = {id(r): r for r in formula + space_group}
+    in_formula = {id(r) for r in formula}
+    in_space_group = {id(r) for r in space_group}
+    hit = in_target = total = sg_hit = 0
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
-        for r in recs:
-            allowed = {e.symbol for e in Composition(target_formula(r["prompt"])).elements}
+        for key, r in scored.items():
             p = bos + tok(r["prompt"], add_special_tokens=False)["input_ids"]
             q = tok(r["response"], add_special_tokens=False)["input_ids"]
             logits = model(input_ids=torch.tensor([p + q], device=device)).logits[0, len(p) - 1:-1]
-            for t, g in zip(q, logits.argmax(-1).tolist(), strict=True):
-                if tok.convert_ids_to_tokens(t) in symbols:
-                    total += 1
-                    hit += g == t
-                    in_formula += tok.convert_ids_to_tokens(g) in allowed
+            guess = logits.argmax(-1).tolist()
+            if key in in_space_group:
+                line = len(tok(r["response"].split("\n", 1)[0], add_special_tokens=False)["input_ids"])
+                sg_hit += guess[:line] == q[:line]
+            if key in in_formula:
+                allowed = {e.symbol for e in Composition(target_formula(r["prompt"])).elements}
+                for t, g in zip(q, guess, strict=True):
+                    if tok.convert_ids_to_tokens(t) in symbols:
+                        total += 1
+                        hit += g == t
+                        in_target += tok.convert_ids_to_tokens(g) in allowed
     model.train(was_training)
-    return {"records": len(recs), "element_tokens": total, "accuracy": round(hit / max(total, 1), 4),
-            "in_target_formula": round(in_formula / max(total, 1), 4)}
+    res = {"records": len(formula), "element_tokens": total, "accuracy": round(hit / max(total, 1), 4),
+           "in_target_formula": round(in_target / max(total, 1), 4), "space_group_records": len(space_group)}
+    rates = [res["accuracy"]] if formula else []
+    if space_group:
+        res["space_group"] = round(sg_hit / len(space_group), 4)
+        rates.append(res["space_group"])
+    res["conditions"] = min(rates, default=0.0)
+    return res
 
 
 def demonstration_formulas(prompt: str) -> list[str]:

@@ -9,7 +9,8 @@ when the wall-clock budget runs out; ``resume`` continues from the last one with
 (the order is a pure function of seed and epoch). ``init_from`` starts a compact model from an earlier run's
 weights with a fresh optimiser and schedule: the second stage of a curriculum (zero-shot whole-text first,
 so a from-scratch model learns to read the formula, then the few-shot mixture); ``stop_at_copying`` ends
-such a first stage as soon as it reads the formula (teacher-forced copying on the validation set). The output
+such a first stage as soon as it reads the conditions it must write out — the formula's elements and, in SGS
+text, the space group's symbol (teacher-forced copying on the validation set, the lower of the two). The output
 directory holds everything generation needs: weights (safetensors) or LoRA adapter, tokenizer, and
 ``crystalicl.json`` (text format, prompt template, training config, metrics).
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from crystalicl.copying import formula_copying, formula_copying_records
+from crystalicl.copying import condition_copying, formula_copying_records, space_group_copying_records
 from crystalicl.model.loading import META, read_meta
 
 
@@ -56,8 +57,9 @@ class TrainConfig:
     full_loss: bool = False
     bf16: bool | None = None  # default: on (CUDA with bf16, or CPU autocast)
     eval_every: int = 200
-    # stop once teacher-forced formula copying on the validation set reaches this (the end of a curriculum's
-    # first stage: the model reads the formula); checked every eval_every steps
+    # stop once teacher-forced condition copying on the validation set (the lower of formula and space-group
+    # symbol copying, crystalicl.copying) reaches this: the end of a curriculum's first stage, where the model
+    # reads its conditions; checked every eval_every steps
     stop_at_copying: float | None = None
     # end with the weights of the lowest validation loss seen (checked every eval_every steps): a small training
     # set overfits long before a GPU's budget ends (reduced MP-20, small preset, H200: val loss 0.35 at 2,600
@@ -273,8 +275,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     val = _encode(val_records, tok, cfg.max_length, cfg.full_loss)[0] if val_records else []
     if (cfg.keep_best or cfg.patience) and not val:
         raise ValueError("keep_best and patience need validation instructions (val_data)")
-    if cfg.stop_at_copying is not None and not formula_copying_records(val_records):
-        raise ValueError("stop_at_copying needs validation instructions conditioned on a formula (val_data)")
+    if cfg.stop_at_copying is not None and not (formula_copying_records(val_records)
+                                                or space_group_copying_records(val_records)):
+        raise ValueError("stop_at_copying needs validation instructions conditioned on a formula or a space group "
+                         "(val_data)")
     lengths = np.array([len(x) for x, _ in data])
     per_epoch = math.ceil(len(data) / cfg.batch_size / world)  # micro-batches per process and epoch
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
@@ -342,8 +346,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 stale = cfg.patience is not None and checks_since >= cfg.patience
             copies = False
             if cfg.stop_at_copying is not None and state.step % cfg.eval_every == 0:
-                c = formula_copying(acc.unwrap_model(model), tok, val_records)["accuracy"]
-                state.history.append({"step": state.step, "copying": c, "seconds": round(elapsed, 1)})
+                read = condition_copying(acc.unwrap_model(model), tok, val_records)
+                c = read["conditions"]
+                state.history.append({"step": state.step, "copying": c, "formula_copying": read["accuracy"],
+                                      **({"space_group_copying": read["space_group"]} if "space_group" in read
+                                         else {}), "seconds": round(elapsed, 1)})
                 copies = c >= cfg.stop_at_copying
                 if world > 1:
                     copies = bool(acc.reduce(torch.tensor(float(copies), device=device), "max") > 0)
@@ -374,9 +381,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "trainable_parameters": sum(p.numel() for p in params), "device": device.type, "bf16": bf16,
         "processes": world, "hardware": _hardware(device),
     }
-    copying = [h["copying"] for h in state.history if "copying" in h]
+    copying = [h for h in state.history if "copying" in h]
     if copying:
-        metrics["copying"] = copying[-1]
+        metrics |= {k: v for k, v in copying[-1].items() if k.endswith("copying")}
     model = acc.unwrap_model(model)
     if val:
         metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
