@@ -65,25 +65,23 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None)
 
     symbols = _element_symbols()
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    formula = formula_copying_records(records)[:limit]
-    space_group = space_group_copying_records(records)[:limit]
-    scored = {id(r): r for r in formula + space_group}
-    in_formula = {id(r) for r in formula}
-    in_space_group = {id(r) for r in space_group}
+    formula = {id(r) for r in formula_copying_records(records)[:limit]}
+    space_group = {id(r) for r in space_group_copying_records(records)[:limit]}
+    scored = formula | space_group
     hit = in_target = total = sg_hit = 0
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
-        for key, r in scored.items():
+        for r in (r for r in records if id(r) in scored):
             p = bos + tok(r["prompt"], add_special_tokens=False)["input_ids"]
             q = tok(r["response"], add_special_tokens=False)["input_ids"]
             logits = model(input_ids=torch.tensor([p + q], device=device)).logits[0, len(p) - 1:-1]
             guess = logits.argmax(-1).tolist()
-            if key in in_space_group:
+            if id(r) in space_group:
                 line = len(tok(r["response"].split("\n", 1)[0], add_special_tokens=False)["input_ids"])
                 sg_hit += guess[:line] == q[:line]
-            if key in in_formula:
+            if id(r) in formula:
                 allowed = {e.symbol for e in Composition(target_formula(r["prompt"])).elements}
                 for t, g in zip(q, guess, strict=True):
                     if tok.convert_ids_to_tokens(t) in symbols:

@@ -347,11 +347,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             copies = False
             if cfg.stop_at_copying is not None and state.step % cfg.eval_every == 0:
                 read = condition_copying(acc.unwrap_model(model), tok, val_records)
-                c = read["conditions"]
-                state.history.append({"step": state.step, "copying": c, "formula_copying": read["accuracy"],
-                                      **({"space_group_copying": read["space_group"]} if "space_group" in read
-                                         else {}), "seconds": round(elapsed, 1)})
-                copies = c >= cfg.stop_at_copying
+                check = {"copying": read["conditions"], "formula_copying": read["accuracy"],
+                         "space_group_copying": read.get("space_group")}
+                state.history.append({"step": state.step, **{k: v for k, v in check.items() if v is not None},
+                                      "seconds": round(elapsed, 1)})
+                copies = check["copying"] >= cfg.stop_at_copying
                 if world > 1:
                     copies = bool(acc.reduce(torch.tensor(float(copies), device=device), "max") > 0)
             over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
