@@ -133,8 +133,8 @@ class Bench:
         from crystalicl.train import TrainConfig, train
 
         common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
-                      batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=0, resume=True,
-                      keep_best=self.a.keep_best)
+                      batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=self.a.train_seed,
+                      resume=True, keep_best=self.a.keep_best)
         budget = self.a.budget
         if init is not None:
             if not (init / "crystalicl.json").exists():
@@ -443,6 +443,7 @@ def markdown(res: dict) -> str:
     for key, s in res["setup_by_dataset"].items():
         pv = s.get("provenance", {})
         model = (s.get("base_model") or s["preset"]) + (", lowest val loss kept" if s.get("keep_best") else "")
+        model += f", training seed {s['train_seed']}" if s.get("train_seed") else ""
         uncond = s["n_uncond"] if key in res["unconditional"] else "–"
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
                   f"{s['runs']} × {s['n']} | {uncond} | {_curriculum(s)} | "
@@ -568,6 +569,9 @@ def main():
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
+    ap.add_argument("--train-seed", dest="train_seed", type=int, default=0,
+                    help="training seed of every arm (initialisation and batch order; the instructions stay the "
+                         "same): rerun with another to see how much a number owes to one training run")
     ap.add_argument("--keep-best", dest="keep_best", action="store_true",
                     help="every stage ends with its lowest-validation-loss weights (a GPU budget overfits small sets)")
     ap.add_argument("--curriculum", type=float, default=0.0,
@@ -614,6 +618,8 @@ def main():
         setup["switch_at"] = a.switch_at
     if a.keep_best:
         setup["keep_best"] = True
+    if a.train_seed:
+        setup["train_seed"] = a.train_seed
     if a.base_model:  # only when set: setups measured before the option stay equal to a compact run's
         setup |= {"base_model": a.base_model, "preset": None}
     if a.train_batch_size != 16:
