@@ -134,7 +134,7 @@ class Bench:
 
         common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
                       batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=self.a.train_seed,
-                      resume=True, keep_best=self.a.keep_best)
+                      resume=True, keep_best=self.a.keep_best, track_copying=True)
         budget = self.a.budget
         if init is not None:
             if not (init / "crystalicl.json").exists():
@@ -220,7 +220,7 @@ def _training_summary(m: dict) -> dict:
         out |= {"lowest_val_loss": round(low, 4), "lowest_at_step": step}
     if "restored_step" in m:
         out["restored_step"] = m["restored_step"]
-    return out
+    return out | {k: m[k] for k in ("copying", "formula_copying", "space_group_copying") if m.get(k) is not None}
 
 
 def _row(m: dict, keys: list[str]) -> dict:
@@ -396,13 +396,13 @@ def _merge_previous(b: Bench, res: dict) -> None:
     b.timings.update({k: v for k, v in timings.items() if TABLE_KEY.get(_timing_dataset(k)) in keep})
 
 
-def _copying(stage1: dict) -> str:
-    """A first stage's last copying check: formula / space group (runs from before space-group copying was
-    measured checked the formula only)."""
-    if "formula_copying" not in stage1:
-        return f"{stage1['copying']:.3f} / –" if "copying" in stage1 else "–"
-    sg = stage1.get("space_group_copying")
-    return f"{stage1['formula_copying']:.3f} / " + ("–" if sg is None else f"{sg:.3f}")
+def _copying(stage: dict) -> str:
+    """A stage's copying check (a first stage's last, a sampled model's at its kept weights): formula / space
+    group (runs from before space-group copying was measured checked the formula only)."""
+    if "formula_copying" not in stage:
+        return f"{stage['copying']:.3f} / –" if "copying" in stage else "–"
+    sg = stage.get("space_group_copying")
+    return f"{stage['formula_copying']:.3f} / " + ("–" if sg is None else f"{sg:.3f}")
 
 
 def _timing_dataset(key: str) -> str:
@@ -474,11 +474,13 @@ def markdown(res: dict) -> str:
                  [[key, f, f"{m['seconds']:.0f}", m["steps"], m.get("stopped_by", ""), _copying(m),
                    f"{m.get('val_loss', float('nan')):.3f}"]
                   for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()])
-    md += _table("Training (the sampled model's last stage; validation loss at its end and the lowest seen)",
-                 ["dataset", "model", "steps", "seconds", "val loss", "lowest val loss (step)", "weights"],
+    md += _table("Training (the sampled model's last stage; validation loss at its end and the lowest seen; "
+                 "teacher-forced copying of the weights sampled, where tracked)",
+                 ["dataset", "model", "steps", "seconds", "val loss", "lowest val loss (step)", "weights",
+                  "copying (formula / space group)"],
                  [[key, name, m["steps"], f"{m['seconds']:.0f}", f"{m['val_loss']:.3f}",
                    f"{m['lowest_val_loss']:.3f} ({m['lowest_at_step']})" if "lowest_val_loss" in m else "–",
-                   f"step {m['restored_step']}" if "restored_step" in m else "last"]
+                   f"step {m['restored_step']}" if "restored_step" in m else "last", _copying(m)]
                   for key, arms in res.get("training", {}).items() for name, m in arms.items()])
     for key, arms in res["unconditional"].items():
         md += [f"## Unconditional, {key} (paper in brackets)", "",

@@ -110,6 +110,9 @@ def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, 
     go_on = train(TrainConfig(out=str(tmp_path / "on"), stop_at_copying=1.01, **cfg), progress=False)
     assert go_on["stopped_by"] == "steps" and go_on["steps"] == 6
     assert [h["step"] for h in go_on["history"] if "copying" in h] == [2, 4, 6]
+    tracked = train(TrainConfig(out=str(tmp_path / "track"), track_copying=True, **cfg), progress=False)
+    assert tracked["stopped_by"] == "steps" and tracked["steps"] == 6  # measured, never stopped on
+    assert [h["step"] for h in tracked["history"] if "copying" in h] == [2, 4, 6]
 
 def test_space_group_copying_is_greedy_decoding_of_the_symbol_line(tmp_path):
     """On Carbon-24 the formula is always C, so a curriculum can only tell that its model reads the conditions
@@ -164,14 +167,23 @@ def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_mode
     then a step size that wrecks the model) must end with the first check's weights, which are the start's."""
     from safetensors.torch import load_file
 
+    from crystalicl.copying import condition_copying
+    from crystalicl.instructions import read_jsonl
+    from crystalicl.model.loading import load_trained
+
     out, _ = tiny_model
     cfg = dict(data=str(perov_instructions), val_data=str(perov_instructions), init_from=str(out), max_steps=4,
                batch_size=8, eval_every=1, lr=0.5, warmup=0.5)
     last = train(TrainConfig(out=str(tmp_path / "last"), **cfg), progress=False)
     vals = [h["val_loss"] for h in last["history"] if "val_loss" in h]
     assert vals[0] == min(vals) and last["val_loss"] > vals[0] + 0.5  # the premise: this run only gets worse
-    best = train(TrainConfig(out=str(tmp_path / "best"), keep_best=True, **cfg), progress=False)
+    best = train(TrainConfig(out=str(tmp_path / "best"), keep_best=True, track_copying=True, **cfg), progress=False)
     assert best["restored_step"] == 1 and best["val_loss"] == pytest.approx(vals[0], abs=1e-5)
+    # the copying reported is the kept weights' (step 1's check), as measured again on the saved model
+    checks = {h["step"]: h["formula_copying"] for h in best["history"] if "copying" in h}
+    model, tok, _ = load_trained(tmp_path / "best")
+    kept = condition_copying(model, tok, read_jsonl(perov_instructions))["accuracy"]
+    assert list(checks) == [1, 2, 3, 4] and best["formula_copying"] == checks[1] == kept
     start, kept = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "best" / "model.safetensors"))
     assert all(np.array_equal(start[k].float().numpy(), kept[k].float().numpy()) for k in start)
     stop = train(TrainConfig(out=str(tmp_path / "stop"), patience=2, **cfg), progress=False)

@@ -61,6 +61,9 @@ class TrainConfig:
     # symbol copying, crystalicl.copying) reaches this: the end of a curriculum's first stage, where the model
     # reads its conditions; checked every eval_every steps
     stop_at_copying: float | None = None
+    # measure that copying at every check without stopping on it (the history records it): whether a run that
+    # samples the wrong formula stopped reading it somewhere, or never learnt to
+    track_copying: bool = False
     # end with the weights of the lowest validation loss seen (checked every eval_every steps): a small training
     # set overfits long before a GPU's budget ends (reduced MP-20, small preset, H200: val loss 0.35 at 2,600
     # steps, 0.81 at 6,200); patience: stop after that many checks without a new best
@@ -275,10 +278,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     val = _encode(val_records, tok, cfg.max_length, cfg.full_loss)[0] if val_records else []
     if (cfg.keep_best or cfg.patience) and not val:
         raise ValueError("keep_best and patience need validation instructions (val_data)")
-    if cfg.stop_at_copying is not None and not (formula_copying_records(val_records)
-                                                or space_group_copying_records(val_records)):
-        raise ValueError("stop_at_copying needs validation instructions conditioned on a formula or a space group "
-                         "(val_data)")
+    measure_copying = cfg.stop_at_copying is not None or cfg.track_copying
+    if measure_copying and not (formula_copying_records(val_records) or space_group_copying_records(val_records)):
+        raise ValueError("stop_at_copying and track_copying need validation instructions conditioned on a formula "
+                         "or a space group (val_data)")
     lengths = np.array([len(x) for x, _ in data])
     per_epoch = math.ceil(len(data) / cfg.batch_size / world)  # micro-batches per process and epoch
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
@@ -345,13 +348,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 checks_since = (state.step - state.best_step) // cfg.eval_every
                 stale = cfg.patience is not None and checks_since >= cfg.patience
             copies = False
-            if cfg.stop_at_copying is not None and state.step % cfg.eval_every == 0:
+            if measure_copying and state.step % cfg.eval_every == 0:
                 read = condition_copying(acc.unwrap_model(model), tok, val_records)
                 check = {"copying": read["conditions"], "formula_copying": read["accuracy"],
                          "space_group_copying": read.get("space_group")}
                 state.history.append({"step": state.step, **{k: v for k, v in check.items() if v is not None},
                                       "seconds": round(elapsed, 1)})
-                copies = check["copying"] >= cfg.stop_at_copying
+                copies = cfg.stop_at_copying is not None and check["copying"] >= cfg.stop_at_copying
                 if world > 1:
                     copies = bool(acc.reduce(torch.tensor(float(copies), device=device), "max") > 0)
             over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
@@ -381,9 +384,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         "trainable_parameters": sum(p.numel() for p in params), "device": device.type, "bf16": bf16,
         "processes": world, "hardware": _hardware(device),
     }
-    copying = [h for h in state.history if "copying" in h]
-    if copying:
-        metrics |= {k: v for k, v in copying[-1].items() if k.endswith("copying")}
     model = acc.unwrap_model(model)
     if val:
         metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
@@ -391,6 +391,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             _restore(model, best)
             metrics |= {"last_val_loss": metrics["val_loss"], "restored_step": state.best_step,
                         "val_loss": evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)}
+    kept = metrics.get("restored_step", state.step)  # the copying of the weights saved: the kept step's check
+    copying = [h for h in state.history if "copying" in h and h["step"] <= kept]
+    if copying:
+        metrics |= {k: v for k, v in copying[-1].items() if k.endswith("copying")}
     if not acc.is_main_process:
         return metrics
     _save_final(model, tok, kind, cfg, fmt, out)
