@@ -220,7 +220,8 @@ def _training_summary(m: dict) -> dict:
         out |= {"lowest_val_loss": round(low, 4), "lowest_at_step": step}
     if "restored_step" in m:
         out["restored_step"] = m["restored_step"]
-    return out | {k: m[k] for k in ("copying", "formula_copying", "space_group_copying") if m.get(k) is not None}
+    keys = ("copying", "formula_copying", "space_group_copying", "formula_likelihood")
+    return out | {k: m[k] for k in keys if m.get(k) is not None}
 
 
 def _row(m: dict, keys: list[str]) -> dict:

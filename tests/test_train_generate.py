@@ -100,6 +100,20 @@ def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, 
     assert c["records"] == len(recs) and c["element_tokens"] == sites  # every site's element is scored once
     assert c["accuracy"] <= c["in_target_formula"] <= 1  # a right element is always one of the formula's
     assert c["space_group_records"] == 0 and c["conditions"] == c["accuracy"]  # no space group stated
+    # likelihood: each record's probability of all its element symbols; for one record that is the model's own
+    # cross-entropy with every other response token masked out, over the record's sites (a response cut after
+    # its first two sites)
+    import torch
+    lines = recs[0]["response"].split("\n")
+    r = recs[0] | {"response": "\n".join(lines[:next(i for i, x in enumerate(lines) if x in symbols) + 4])}
+    p = [tok.bos_token_id] + tok(r["prompt"], add_special_tokens=False)["input_ids"]
+    q = tok(r["response"], add_special_tokens=False)["input_ids"]
+    labels = [-100] * len(p) + [t if tok.convert_ids_to_tokens(t) in symbols else -100 for t in q]
+    n_sites = sum(x != -100 for x in labels)
+    with torch.no_grad():
+        nll = model(input_ids=torch.tensor([p + q]), labels=torch.tensor([labels])).loss.item() * n_sites
+    assert n_sites == 2
+    assert condition_copying(model, tok, [r])["formula_likelihood"] == pytest.approx(np.exp(-nll), rel=1e-3)
     cfg = dict(data=str(perov_instructions), val_data=str(perov_instructions), init_from=str(out), max_steps=6,
                batch_size=8, eval_every=2, lr=1e-7)  # a tiny step size: copying stays where stage 1 left it
     stop = train(TrainConfig(out=str(tmp_path / "stop"), stop_at_copying=c["conditions"] - 0.05, **cfg),
@@ -182,8 +196,9 @@ def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_mode
     # the copying reported is the kept weights' (step 1's check), as measured again on the saved model
     checks = {h["step"]: h["formula_copying"] for h in best["history"] if "copying" in h}
     model, tok, _ = load_trained(tmp_path / "best")
-    kept = condition_copying(model, tok, read_jsonl(perov_instructions))["accuracy"]
-    assert list(checks) == [1, 2, 3, 4] and best["formula_copying"] == checks[1] == kept
+    kept = condition_copying(model, tok, read_jsonl(perov_instructions))
+    assert list(checks) == [1, 2, 3, 4] and best["formula_copying"] == checks[1] == kept["accuracy"]
+    assert best["formula_likelihood"] == kept["formula_likelihood"]
     start, kept = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "best" / "model.safetensors"))
     assert all(np.array_equal(start[k].float().numpy(), kept[k].float().numpy()) for k in start)
     stop = train(TrainConfig(out=str(tmp_path / "stop"), patience=2, **cfg), progress=False)

@@ -351,7 +351,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if measure_copying and state.step % cfg.eval_every == 0:
                 read = condition_copying(acc.unwrap_model(model), tok, val_records)
                 check = {"copying": read["conditions"], "formula_copying": read["accuracy"],
-                         "space_group_copying": read.get("space_group")}
+                         "space_group_copying": read.get("space_group"),
+                         "formula_likelihood": read.get("formula_likelihood")}
                 state.history.append({"step": state.step, **{k: v for k, v in check.items() if v is not None},
                                       "seconds": round(elapsed, 1)})
                 copies = cfg.stop_at_copying is not None and check["copying"] >= cfg.stop_at_copying
@@ -394,7 +395,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     kept = metrics.get("restored_step", state.step)  # the copying of the weights saved: the kept step's check
     copying = [h for h in state.history if "copying" in h and h["step"] <= kept]
     if copying:
-        metrics |= {k: v for k, v in copying[-1].items() if k.endswith("copying")}
+        metrics |= {k: v for k, v in copying[-1].items() if k not in ("step", "seconds")}
     if not acc.is_main_process:
         return metrics
     _save_final(model, tok, kind, cfg, fmt, out)
