@@ -20,7 +20,7 @@ from _common import write  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, nargs="+", help="one or more trained models, scored on the same data")
     ap.add_argument("--data", required=True, help="instruction JSONL (held out)")
     ap.add_argument("--n", type=int, default=200, help="records per task")
     ap.add_argument("--name", default="condition_copying", help="results file name (benchmarks/results/NAME.json)")
@@ -29,22 +29,30 @@ def main():
     from crystalicl.instructions import read_jsonl
     from crystalicl.model.loading import load_trained, read_meta
 
-    model, tok, _ = load_trained(Path(a.model))
     records = read_jsonl(Path(a.data))
-    res = {}
-    for task in ("zero-shot", "few-shot"):
-        res[task] = condition_copying(model, tok, [r for r in records if r["task"] == task], limit=a.n)
-        print(task, json.dumps(res[task]))
-    meta = read_meta(Path(a.model))
-    md = [f"# Teacher-forced element accuracy ({a.model}, preset {meta.get('preset')}, "
-          f"{meta['metrics'].get('steps')} steps, val loss {meta['metrics'].get('val_loss', float('nan')):.3f})", "",
-          "| task | records | element tokens | accuracy | predicted element in target formula | "
-          "space-group symbol (records) |",
-          "|---|---|---|---|---|---|"]
-    md += [f"| {k} | {v['records']} | {v['element_tokens']} | {v['accuracy']:.3f} | {v['in_target_formula']:.3f} | "
-           + (f"{v['space_group']:.3f} ({v['space_group_records']})" if "space_group" in v else "–") + " |"
-           for k, v in res.items()]
-    write(a.name, {**res, "model": a.model, "data": a.data}, "\n".join(md))
+    res, md = {}, ["# Teacher-forced condition copying", "",
+                   f"Held-out instructions: `{a.data}` (at most {a.n} records per task). Accuracy: the argmax element "
+                   "is the true one; likelihood: a record's probability of all its true element symbols "
+                   "(temperature 1), averaged.", "",
+                   "| model | preset | steps | val loss | task | records | element tokens | accuracy | "
+                   "formula likelihood | predicted element in target formula | space-group symbol (records) |",
+                   "|---" * 11 + "|"]
+    for path in a.model:
+        model, tok, _ = load_trained(Path(path))
+        meta = read_meta(Path(path))
+        res[path] = {"preset": meta.get("preset"), "steps": meta["metrics"].get("steps"),
+                     "val_loss": meta["metrics"].get("val_loss")}
+        for task in ("zero-shot", "few-shot"):
+            c = res[path][task] = condition_copying(model, tok, [r for r in records if r["task"] == task],
+                                                    limit=a.n)
+            print(path, task, json.dumps(c))
+            md.append(f"| `{path}` | {meta.get('preset')} | {res[path]['steps']} | "
+                      f"{res[path]['val_loss'] or float('nan'):.3f} | {task} | {c['records']} | "
+                      f"{c['element_tokens']} | {c['accuracy']:.3f} | {c.get('formula_likelihood', float('nan')):.3f}"
+                      f" | {c['in_target_formula']:.3f} | "
+                      + (f"{c['space_group']:.3f} ({c['space_group_records']})" if "space_group" in c else "–")
+                      + " |")
+    write(a.name, {"models": res, "data": a.data, "n": a.n}, "\n".join(md))
     print("\n".join(md))
 
 

@@ -176,7 +176,8 @@ def test_space_group_copying_is_greedy_decoding_of_the_symbol_line(tmp_path):
     assert condition_copying(model, tok, space_group_copying_records(echoed))["space_group"] == 1.0
 
 
-def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_model, perov_instructions, tmp_path):
+def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_model, perov_instructions, tmp_path,
+                                                                      monkeypatch):
     """A run whose loss rises after its first check (its first step has learning rate 0: warm-up starts at 0,
     then a step size that wrecks the model) must end with the first check's weights, which are the start's."""
     from safetensors.torch import load_file
@@ -203,6 +204,17 @@ def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_mode
     assert all(np.array_equal(start[k].float().numpy(), kept[k].float().numpy()) for k in start)
     stop = train(TrainConfig(out=str(tmp_path / "stop"), patience=2, **cfg), progress=False)
     assert stop["stopped_by"] == "patience" and stop["steps"] == 3
+    # stopped because it copies its conditions (here: from the second check on), a run keeps the weights that
+    # do, not the lower validation loss of the first check (a curriculum's first stage hands those on)
+    import crystalicl.train as train_module
+
+    reads = iter([{"conditions": 0.0, "accuracy": 0.0}, {"conditions": 1.0, "accuracy": 1.0}])
+    monkeypatch.setattr(train_module, "condition_copying", lambda *a, **k: next(reads))
+    copies = train(TrainConfig(out=str(tmp_path / "copies"), keep_best=True, stop_at_copying=0.5, **cfg),
+                   progress=False)
+    assert copies["stopped_by"] == "copying" and copies["steps"] == 2 and "restored_step" not in copies
+    assert copies["copying"] == 1.0 and vals[1] > vals[0]
+    assert copies["val_loss"] == pytest.approx(vals[1], abs=1e-5)  # the second check's weights
     with pytest.raises(ValueError, match="val_data"):
         train(TrainConfig(out=str(tmp_path / "x"), keep_best=True, **(cfg | {"val_data": None})), progress=False)
 

@@ -388,7 +388,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model = acc.unwrap_model(model)
     if val:
         metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
-        if cfg.keep_best and best is not None and state.best_val < metrics["val_loss"]:
+        # a run stopped because it copies its conditions well enough ends with those weights, not earlier ones
+        if cfg.keep_best and best is not None and stopped_by != "copying" and state.best_val < metrics["val_loss"]:
             _restore(model, best)
             metrics |= {"last_val_loss": metrics["val_loss"], "restored_step": state.best_step,
                         "val_loss": evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)}
