@@ -220,8 +220,9 @@ def _training_summary(m: dict) -> dict:
         out |= {"lowest_val_loss": round(low, 4), "lowest_at_step": step}
     if "restored_step" in m:
         out["restored_step"] = m["restored_step"]
-    keys = ("copying", "formula_copying", "space_group_copying", "formula_likelihood")
-    return out | {k: m[k] for k in keys if m.get(k) is not None}
+    from crystalicl.train import COPYING_KEYS
+
+    return out | {k: m[k] for k in COPYING_KEYS if m.get(k) is not None}
 
 
 def _row(m: dict, keys: list[str]) -> dict:

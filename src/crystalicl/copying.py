@@ -88,10 +88,9 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None)
             if id(r) in formula:
                 allowed = {e.symbol for e in Composition(target_formula(r["prompt"])).elements}
                 sites = [i for i, t in enumerate(q) if tok.convert_ids_to_tokens(t) in symbols]
-                for i in sites:
-                    total += 1
-                    hit += guess[i] == q[i]
-                    in_target += tok.convert_ids_to_tokens(guess[i]) in allowed
+                total += len(sites)
+                hit += sum(guess[i] == q[i] for i in sites)
+                in_target += sum(tok.convert_ids_to_tokens(guess[i]) in allowed for i in sites)
                 logp = logits[sites].float().log_softmax(-1)[range(len(sites)), [q[i] for i in sites]]
                 likelihoods.append(float(logp.sum().exp()))
     model.train(was_training)

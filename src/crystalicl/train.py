@@ -30,6 +30,9 @@ from tqdm.auto import tqdm
 from crystalicl.copying import condition_copying, formula_copying_records, space_group_copying_records
 from crystalicl.model.loading import META, read_meta
 
+# what a copying check records (history entries and, at the kept weights, the run's metrics)
+COPYING_KEYS = ("copying", "formula_copying", "space_group_copying", "formula_likelihood")
+
 
 @dataclass
 class TrainConfig:
@@ -396,7 +399,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     kept = metrics.get("restored_step", state.step)  # the copying of the weights saved: the kept step's check
     copying = [h for h in state.history if "copying" in h and h["step"] <= kept]
     if copying:
-        metrics |= {k: v for k, v in copying[-1].items() if k not in ("step", "seconds")}
+        metrics |= {k: v for k, v in copying[-1].items() if k in COPYING_KEYS}
     if not acc.is_main_process:
         return metrics
     _save_final(model, tok, kind, cfg, fmt, out)
