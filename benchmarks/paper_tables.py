@@ -99,6 +99,8 @@ class Bench:
             mix = replace(mix, translate=True)  # the CrystaLLM baseline's augmentation
         if self.a.uncond_share:
             mix = replace(mix, unconditional=self.a.uncond_share)
+        if mix.few_shot and self.a.few_shot != 1:
+            mix = replace(mix, few_shot=self.a.few_shot)
         data, val = d / "train.jsonl", d / "val.jsonl"
         if not data.exists():
             build_dataset(ds, "train", fmt, mix, seed=0, workers=self.a.workers, out=data)
@@ -446,6 +448,7 @@ def markdown(res: dict) -> str:
         pv = s.get("provenance", {})
         model = (s.get("base_model") or s["preset"]) + (", lowest val loss kept" if s.get("keep_best") else "")
         model += f", training seed {s['train_seed']}" if s.get("train_seed") else ""
+        model += f", {s['few_shot']} few-shot instructions per target" if s.get("few_shot", 1) != 1 else ""
         uncond = s["n_uncond"] if key in res["unconditional"] else "–"
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
                   f"{s['runs']} × {s['n']} | {uncond} | {_curriculum(s)} | "
@@ -591,6 +594,9 @@ def main():
                     help="which ablations: inference (selection, K; one model), mixtures (six models)")
     ap.add_argument("--arms", default="", help="only these arms of the conditional and unconditional tables "
                     "(e.g. CrystalLLM,CrystalICL+curriculum; default all)")
+    ap.add_argument("--few-shot", dest="few_shot", type=int, default=1,
+                    help="K-shot instructions per target in the arms that have them (default 1: as many few-shot "
+                         "as zero-shot instructions); the zero-shot-only CrystalLLM arm is unchanged")
     ap.add_argument("--uncond-share", dest="uncond_share", type=float, default=0.0,
                     help="share of every arm's zero-shot instructions written without conditions (Mixture."
                          "unconditional; 0: the paper's mixture). Use its own --work and --name.")
@@ -609,6 +615,8 @@ def main():
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
     a.ablations, arms = a.ablations.split(","), a.arms
     a.arms = arms.split(",") if arms else []
+    if a.few_shot < 1:
+        ap.error("--few-shot is the number of K-shot instructions per target: 1 or more")
     if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
         ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
                  "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
@@ -618,6 +626,8 @@ def main():
              "grammar-constrained syntax, conditions not enforced"}
     if a.uncond_share:
         setup["uncond_share"] = a.uncond_share
+    if a.few_shot != 1:
+        setup["few_shot"] = a.few_shot
     if a.switch_at:
         setup["switch_at"] = a.switch_at
     if a.keep_best:

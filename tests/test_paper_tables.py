@@ -107,3 +107,20 @@ def test_train_only_trains_exactly_the_models_the_tables_sample_from(monkeypatch
     for t in tables:
         steps[t](b, res)
     assert trained == set(calls) and trained
+
+
+def test_few_shot_sets_the_k_shot_instructions_per_target_of_the_icl_arms_only(monkeypatch, tmp_path):
+    """``--few-shot 3`` is a mixture ablation: the ICL arms get three K-shot instructions per target, while the
+    CrystalLLM baseline stays zero-shot only (its mixture has none to multiply)."""
+    import crystalicl.instructions
+
+    built = {}
+    monkeypatch.setattr(crystalicl.instructions, "build_dataset",
+                        lambda ds, split, fmt, mix, **kw: built.setdefault((kw["out"].parent.name, split), mix))
+    b = paper_tables.Bench(argparse.Namespace(name="unused", work=str(tmp_path), arms=[], uncond_share=0.0, workers=1,
+                                              few_shot=3))
+    for arm in ("CrystalLLM", "CrystalICL", "noAux"):
+        b.data("perov5", arm, "sgs")
+    assert built[("CrystalICL-sgs", "train")].few_shot == built[("noAux-sgs", "val")].few_shot == 3
+    assert built[("noAux-sgs", "train")].aux == 0.0
+    assert built[("CrystalLLM-sgs", "train")].few_shot == 0
