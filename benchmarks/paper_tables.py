@@ -139,6 +139,8 @@ class Bench:
                       resume=True, keep_best=self.a.keep_best, track_copying=True)
         budget = self.a.budget
         if init is not None:
+            if not (init / "crystalicl.json").exists() and self.a.stage1_from:
+                self._copy_stage1(ds, init)
             if not (init / "crystalicl.json").exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
@@ -148,6 +150,15 @@ class Bench:
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
+
+    def _copy_stage1(self, ds: str, init: Path) -> None:
+        """Start from another run's first stage (``--stage1-from``), so two runs differ in their second stage only."""
+        import shutil
+
+        src = Path(self.a.stage1_from) / ds / init.name
+        if not (src / "crystalicl.json").exists():
+            raise FileNotFoundError(f"--stage1-from: no trained first stage at {src}")
+        shutil.copytree(src, init, dirs_exist_ok=True)
 
     def stage1(self, ds: str, fmt: str) -> dict:
         """How long the curriculum's first stage trained, and how well it copies its conditions by then."""
@@ -530,8 +541,10 @@ def _table(title: str, columns: list[str], rows: list[list]) -> list[str]:
 def _curriculum(setup: dict) -> str:
     share = setup.get("curriculum") or 0
     if not share or not setup.get("switch_at"):
-        return f"{share:g}" if share else "–"
-    return f"≤ {share:g}, until copying ≥ {setup['switch_at']:g}"
+        text = f"{share:g}" if share else "–"
+    else:
+        text = f"≤ {share:g}, until copying ≥ {setup['switch_at']:g}"
+    return text + (f"; first stage from `{setup['stage1_from']}`" if setup.get("stage1_from") else "")
 
 
 def _hardware(provenance: dict, setup: dict | None = None) -> str:
@@ -588,6 +601,9 @@ def main():
                     help="end the curriculum's first stage early once teacher-forced condition copying on validation "
                          "(formula elements and, in SGS text, the space-group symbol; the lower) reaches this (e.g. "
                          "0.95); --curriculum is then its longest share")
+    ap.add_argument("--stage1-from", dest="stage1_from", default=None,
+                    help="take the curriculum's first stage from this earlier --work directory instead of training "
+                         "it (a second-stage ablation: both runs then share their first stage)")
     ap.add_argument("--icl-arm", dest="icl_arm", default="CrystalICL", choices=["CrystalICL", "CrystalICL+curriculum"],
                     help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
     ap.add_argument("--ablations", default="inference,mixtures",
@@ -630,6 +646,10 @@ def main():
         setup["few_shot"] = a.few_shot
     if a.switch_at:
         setup["switch_at"] = a.switch_at
+    if a.stage1_from:
+        if not a.curriculum:
+            ap.error("--stage1-from reuses a curriculum's first stage: it needs --curriculum")
+        setup["stage1_from"] = a.stage1_from
     if a.keep_best:
         setup["keep_best"] = True
     if a.train_seed:

@@ -124,3 +124,27 @@ def test_few_shot_sets_the_k_shot_instructions_per_target_of_the_icl_arms_only(m
     assert built[("CrystalICL-sgs", "train")].few_shot == built[("noAux-sgs", "val")].few_shot == 3
     assert built[("noAux-sgs", "train")].aux == 0.0
     assert built[("CrystalLLM-sgs", "train")].few_shot == 0
+
+
+def test_stage1_from_reuses_another_runs_first_stage_and_trains_only_the_second(monkeypatch, tmp_path):
+    """Two runs that share a first stage differ only in what ``--stage1-from`` leaves them to train: the copied
+    stage is not retrained, and the second stage gets the budget that stage's recorded seconds left."""
+    import crystalicl.train
+
+    src = tmp_path / "earlier" / "perov5" / "curriculum-stage1-sgs"
+    src.mkdir(parents=True)
+    (src / "crystalicl.json").write_text(json.dumps({"metrics": {"seconds": 100.0}}))
+    configs = []
+    monkeypatch.setattr(crystalicl.train, "train", lambda cfg: configs.append(cfg))
+    a = argparse.Namespace(name="unused", work=str(tmp_path / "now"), arms=[], preset="tiny", base_model=None,
+                           epochs=100.0, train_batch_size=16, train_seed=0, keep_best=True, budget=1200.0,
+                           curriculum=0.5, switch_at=0.95, stage1_from=str(tmp_path / "earlier"))
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    init = b.work / "perov5" / "curriculum-stage1-sgs"
+    b._train("perov5", "CrystalICL", "sgs", b.work / "perov5" / "CrystalICL+curriculum-sgs" / "model", init)
+    assert (init / "crystalicl.json").exists()
+    assert len(configs) == 1 and configs[0].init_from == str(init) and configs[0].time_budget == 1100.0
+    a.stage1_from = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="stage1-from"):
+        b._train("carbon24", "CrystalICL", "sgs", b.work / "carbon24" / "m", b.work / "carbon24" / "stage1")
