@@ -27,7 +27,7 @@ def main():
     a = ap.parse_args()
     from crystalicl.copying import condition_copying
     from crystalicl.instructions import read_jsonl
-    from crystalicl.model.loading import load_trained, read_meta
+    from crystalicl.model.loading import load_trained
 
     records = read_jsonl(Path(a.data))
     res, md = {}, ["# Teacher-forced condition copying", "",
@@ -38,8 +38,7 @@ def main():
                    "formula likelihood | predicted element in target formula | space-group symbol (records) |",
                    "|---" * 11 + "|"]
     for path in a.model:
-        model, tok, _ = load_trained(Path(path))
-        meta = read_meta(Path(path))
+        model, tok, meta = load_trained(Path(path))
         res[path] = {"preset": meta.get("preset"), "steps": meta["metrics"].get("steps"),
                      "val_loss": meta["metrics"].get("val_loss")}
         for task in ("zero-shot", "few-shot"):

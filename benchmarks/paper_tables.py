@@ -131,7 +131,7 @@ class Bench:
         return out
 
     def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
-        from crystalicl.model.loading import read_meta
+        from crystalicl.model.loading import META, read_meta
         from crystalicl.train import TrainConfig, train
 
         common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
@@ -139,9 +139,9 @@ class Bench:
                       resume=True, keep_best=self.a.keep_best, track_copying=True)
         budget = self.a.budget
         if init is not None:
-            if not (init / "crystalicl.json").exists() and self.a.stage1_from:
+            if not (init / META).exists() and self.a.stage1_from:
                 self._copy_stage1(ds, init)
-            if not (init / "crystalicl.json").exists():
+            elif not (init / META).exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
                                   time_budget=budget * self.a.curriculum, stop_at_copying=self.a.switch_at,
@@ -155,8 +155,10 @@ class Bench:
         """Start from another run's first stage (``--stage1-from``), so two runs differ in their second stage only."""
         import shutil
 
+        from crystalicl.model.loading import META
+
         src = Path(self.a.stage1_from) / ds / init.name
-        if not (src / "crystalicl.json").exists():
+        if not (src / META).exists():
             raise FileNotFoundError(f"--stage1-from: no trained first stage at {src}")
         shutil.copytree(src, init, dirs_exist_ok=True)
 
@@ -633,6 +635,8 @@ def main():
     a.arms = arms.split(",") if arms else []
     if a.few_shot < 1:
         ap.error("--few-shot is the number of K-shot instructions per target: 1 or more")
+    if a.stage1_from and not a.curriculum:
+        ap.error("--stage1-from reuses a curriculum's first stage: it needs --curriculum")
     if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
         ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
                  "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
@@ -647,8 +651,6 @@ def main():
     if a.switch_at:
         setup["switch_at"] = a.switch_at
     if a.stage1_from:
-        if not a.curriculum:
-            ap.error("--stage1-from reuses a curriculum's first stage: it needs --curriculum")
         setup["stage1_from"] = a.stage1_from
     if a.keep_best:
         setup["keep_best"] = True
