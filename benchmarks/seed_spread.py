@@ -24,8 +24,9 @@ from _common import RESULTS, write  # noqa: E402
 from paper_tables import PAPER_CONDITIONAL, _setup_of  # noqa: E402
 
 # what may differ between the runs: how the training run was seeded or started, where and when it ran, and what
-# else the run measured (other arms, more prompt sets of the same size): a row's rate estimates the same thing
-MAY_DIFFER = ("train_seed", "stage1_from", "provenance", "training_hardware", "arms", "runs")
+# else the run measured (other arms, more prompt sets of the same size, unconditional samples): a conditional
+# row's rate estimates the same thing
+MAY_DIFFER = ("train_seed", "stage1_from", "provenance", "training_hardware", "arms", "runs", "n_uncond")
 
 
 class SetupMismatch(ValueError):
