@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -44,36 +43,38 @@ def _recipe(setup: dict) -> dict:
 
 def spread(results: dict[str, dict]) -> dict:
     """Per dataset and conditional row: each run's rates and their mean, std, min, max over runs."""
+    from crystalicl.evaluate import aggregate_runs
+
     if len(results) < 2:
         raise ValueError("the spread over training runs needs two results files or more")
     setups = {name: _setup_of(r) for name, r in results.items()}
     keys = set.intersection(*(set(s) for s in setups.values()))
     if not keys:
         raise SetupMismatch("the results files share no dataset")
+    first = next(iter(results))
     out = {}
     for key in sorted(keys):
-        first, *rest = results
-        for name in rest:
-            a, b = _recipe(setups[first][key]), _recipe(setups[name][key])
-            if a != b:
-                diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        recipes = {name: _recipe(s[key]) for name, s in setups.items()}
+        ref = recipes[first]
+        for name, recipe in recipes.items():
+            if recipe != ref:
+                diff = sorted(k for k in recipe.keys() | ref.keys() if recipe.get(k) != ref.get(k))
                 raise SetupMismatch(f"{key}: {first} and {name} differ in {', '.join(diff)}")
         rows = [r["conditional_success_rate"].get(key, {}) for r in results.values()]
         table = {}
         for row in sorted(set.intersection(*(set(x) for x in rows))):
-            cells = {}
+            cells = [x[row] for x in rows]
+            agg = aggregate_runs(cells)  # mean and sample std, as paper_tables' ± over prompt sets
+            table[row] = {}
             for metric in PAPER_CONDITIONAL:
-                vals = [x[row][metric] for x in rows if metric in x[row]]
-                if len(vals) != len(rows):
-                    continue
-                cells[metric] = {"runs": vals, "mean": round(statistics.fmean(vals), 4),
-                                 "std": round(statistics.stdev(vals), 4),
-                                 "min": min(vals), "max": max(vals)}
-            table[row] = cells
-        out[key] = {"recipe": _recipe(setups[first][key]),
-                    "runs": {name: {k: setups[name][key].get(k) for k in MAY_DIFFER if k != "provenance"}
-                             | {"commit": (setups[name][key].get("provenance") or {}).get("commit")}
-                             for name in results},
+                if all(metric in c for c in cells):
+                    vals = [c[metric] for c in cells]
+                    table[row][metric] = {"runs": vals, "mean": round(agg[metric], 4),
+                                          "std": round(agg[f"{metric}_std"], 4), "min": min(vals), "max": max(vals)}
+        out[key] = {"recipe": ref,
+                    "runs": {name: {k: s[key].get(k) for k in MAY_DIFFER if k != "provenance"}
+                             | {"commit": (s[key].get("provenance") or {}).get("commit")}
+                             for name, s in setups.items()},
                     "conditional_success_rate": table}
     return out
 
@@ -105,8 +106,9 @@ def main() -> None:
         out = spread({n: load(p) for n, p in zip(names, a.results, strict=True)})
     except ValueError as e:  # SetupMismatch included: say which setting differs, without a traceback
         ap.error(str(e))
-    write(a.name, {"results": names, "datasets": out}, markdown(out, names))
-    print(markdown(out, names))
+    md = markdown(out, names)
+    write(a.name, {"results": names, "datasets": out}, md)
+    print(md)
 
 
 if __name__ == "__main__":
