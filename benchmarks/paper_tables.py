@@ -113,7 +113,8 @@ class Bench:
 
         ``<arm>+curriculum`` spends the first ``--curriculum`` share of the same budget on the zero-shot,
         whole-text instructions of the CrystalLLM arm (with ``--switch-at``: at most that share, until the model
-        copies the formula that well), then the rest on the arm's mixture from those weights.
+        copies the formula that well; with ``--stage1-patience``: until its validation loss stops falling), then
+        the rest on the arm's mixture from those weights.
         That first stage is the same for every curriculum arm of a dataset and format, so it is trained once.
         """
         from crystalicl.model.loading import read_meta
@@ -145,8 +146,9 @@ class Bench:
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
                                   time_budget=budget * self.a.curriculum, stop_at_copying=self.a.switch_at,
-                                  **common))
-            budget -= read_meta(init)["metrics"]["seconds"] if self.a.switch_at else budget * self.a.curriculum
+                                  **common | {"patience": self.a.stage1_patience}))
+            early = self.a.switch_at or self.a.stage1_patience  # the first stage may end before its share
+            budget -= read_meta(init)["metrics"]["seconds"] if early else budget * self.a.curriculum
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
@@ -542,10 +544,11 @@ def _table(title: str, columns: list[str], rows: list[list]) -> list[str]:
 
 def _curriculum(setup: dict) -> str:
     share = setup.get("curriculum") or 0
-    if not share or not setup.get("switch_at"):
-        text = f"{share:g}" if share else "–"
-    else:
-        text = f"≤ {share:g}, until copying ≥ {setup['switch_at']:g}"
+    until = ([f"copying ≥ {setup['switch_at']:g}"] if setup.get("switch_at") else []) + \
+        ([f"{setup['stage1_patience']} checks without a lower val loss"] if setup.get("stage1_patience") else [])
+    text = f"{share:g}" if share else "–"
+    if share and until:
+        text = f"≤ {share:g}, until {' or '.join(until)}"
     return text + (f"; first stage from `{setup['stage1_from']}`" if setup.get("stage1_from") else "")
 
 
@@ -603,6 +606,11 @@ def main():
                     help="end the curriculum's first stage early once teacher-forced condition copying on validation "
                          "(formula elements and, in SGS text, the space-group symbol; the lower) reaches this (e.g. "
                          "0.95); --curriculum is then its longest share")
+    ap.add_argument("--stage1-patience", dest="stage1_patience", type=int, default=None,
+                    help="also end the curriculum's first stage once its validation loss has not improved for this "
+                         "many checks (200 steps each): on a small set (reduced MP-20) copying plateaus below "
+                         "--switch-at while the model overfits, and the rest of the share is better spent on the "
+                         "mixture")
     ap.add_argument("--stage1-from", dest="stage1_from", default=None,
                     help="take the curriculum's first stage from this earlier --work directory instead of training "
                          "it (a second-stage ablation: both runs then share their first stage)")
@@ -637,6 +645,9 @@ def main():
         ap.error("--few-shot is the number of K-shot instructions per target: 1 or more")
     if a.stage1_from and not a.curriculum:
         ap.error("--stage1-from reuses a curriculum's first stage: it needs --curriculum")
+    if a.stage1_patience is not None and (a.stage1_patience < 1 or not a.curriculum):
+        ap.error("--stage1-patience ends a curriculum's first stage after that many checks (1 or more) without a "
+                 "new lowest validation loss: it needs --curriculum")
     if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
         ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
                  "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
@@ -650,6 +661,8 @@ def main():
         setup["few_shot"] = a.few_shot
     if a.switch_at:
         setup["switch_at"] = a.switch_at
+    if a.stage1_patience:
+        setup["stage1_patience"] = a.stage1_patience
     if a.stage1_from:
         setup["stage1_from"] = a.stage1_from
     if a.keep_best:

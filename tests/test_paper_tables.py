@@ -138,7 +138,8 @@ def test_stage1_from_reuses_another_runs_first_stage_and_trains_only_the_second(
     monkeypatch.setattr(crystalicl.train, "train", lambda cfg: configs.append(cfg))
     a = argparse.Namespace(name="unused", work=str(tmp_path / "now"), arms=[], preset="tiny", base_model=None,
                            epochs=100.0, train_batch_size=16, train_seed=0, keep_best=True, budget=1200.0,
-                           curriculum=0.5, switch_at=0.95, stage1_from=str(tmp_path / "earlier"))
+                           curriculum=0.5, switch_at=0.95, stage1_patience=None,
+                           stage1_from=str(tmp_path / "earlier"))
     b = paper_tables.Bench(a)
     monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
     init = b.work / "perov5" / "curriculum-stage1-sgs"
@@ -148,3 +149,32 @@ def test_stage1_from_reuses_another_runs_first_stage_and_trains_only_the_second(
     a.stage1_from = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="stage1-from"):
         b._train("carbon24", "CrystalICL", "sgs", b.work / "carbon24" / "m", b.work / "carbon24" / "stage1")
+
+
+def test_stage1_patience_ends_the_first_stage_early_and_gives_the_mixture_what_it_left(monkeypatch, tmp_path):
+    """On reduced MP-20 the first stage's copying plateaus below ``--switch-at`` while its validation loss rises
+    (``paper_tables_mp20_2400``): ``--stage1-patience`` stops that stage, and the mixture gets the seconds it left,
+    not the fixed ``--curriculum`` share."""
+    import crystalicl.train
+
+    configs = []
+
+    def fake_train(cfg):
+        configs.append(cfg)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": {"seconds": 300.0}}))
+
+    monkeypatch.setattr(crystalicl.train, "train", fake_train)
+    a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
+                           train_batch_size=16, train_seed=0, keep_best=True, budget=1200.0, curriculum=0.5,
+                           switch_at=None, stage1_patience=3, stage1_from=None)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    init = b.work / "mp20" / "curriculum-stage1-sgs"
+    b._train("mp20", "CrystalICL", "sgs", b.work / "mp20" / "CrystalICL+curriculum-sgs" / "model", init)
+    stage1, mixture = configs
+    assert stage1.patience == 3 and stage1.full_loss and stage1.time_budget == 600.0
+    assert mixture.patience is None and mixture.time_budget == 900.0 and mixture.init_from == str(init)
+    text = paper_tables._curriculum({"curriculum": 0.5, "switch_at": 0.95, "stage1_patience": 3})
+    assert text == "≤ 0.5, until copying ≥ 0.95 or 3 checks without a lower val loss"
+    assert paper_tables._curriculum({"curriculum": 0.5}) == "0.5"

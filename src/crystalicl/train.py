@@ -68,8 +68,8 @@ class TrainConfig:
     # samples the wrong formula stopped reading it somewhere, or never learnt to
     track_copying: bool = False
     # end with the weights of the lowest validation loss seen (checked every eval_every steps): a small training
-    # set overfits long before a GPU's budget ends (reduced MP-20, small preset, H200: val loss 0.35 at 2,600
-    # steps, 0.81 at 6,200); patience: stop after that many checks without a new best
+    # set overfits long before a GPU's budget ends (reduced MP-20, small preset, H200: val loss 0.35 at 2,400
+    # steps, 0.81 at 6,230); patience: stop after that many checks without a new best
     keep_best: bool = False
     patience: int | None = None
     save_every: int = 200
