@@ -655,30 +655,15 @@ def main():
              "curriculum": a.curriculum, "epochs": a.epochs,
              "decoding": "unconstrained, up to 5 draws" if a.base_model else
              "grammar-constrained syntax, conditions not enforced"}
-    if a.uncond_share:
-        setup["uncond_share"] = a.uncond_share
-    if a.few_shot != 1:
-        setup["few_shot"] = a.few_shot
-    if a.switch_at:
-        setup["switch_at"] = a.switch_at
-    if a.stage1_patience:
-        setup["stage1_patience"] = a.stage1_patience
-    if a.stage1_from:
-        setup["stage1_from"] = a.stage1_from
-    if a.keep_best:
-        setup["keep_best"] = True
-    if a.train_seed:
-        setup["train_seed"] = a.train_seed
-    if a.base_model:  # only when set: setups measured before the option stay equal to a compact run's
+    # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
+    for key in ("uncond_share", "few_shot", "switch_at", "stage1_patience", "stage1_from", "keep_best", "train_seed",
+                "train_batch_size", "backend", "icl_arm"):
+        if getattr(a, key) != ap.get_default(key):
+            setup[key] = getattr(a, key)
+    if a.base_model:
         setup |= {"base_model": a.base_model, "preset": None}
-    if a.train_batch_size != 16:
-        setup["train_batch_size"] = a.train_batch_size
-    if a.backend != "hf":
-        setup["backend"] = a.backend
     if arms:
         setup["arms"] = arms
-    if a.icl_arm != "CrystalICL":
-        setup["icl_arm"] = a.icl_arm  # the model behind cross-domain and the ablations
     res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
            "conditional_extra": {}, "curriculum_stage1": {}, "training": {}, "realism_MP20_conditional": {},
