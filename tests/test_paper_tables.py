@@ -137,8 +137,8 @@ def test_stage1_from_reuses_another_runs_first_stage_and_trains_only_the_second(
     configs = []
     monkeypatch.setattr(crystalicl.train, "train", lambda cfg: configs.append(cfg))
     a = argparse.Namespace(name="unused", work=str(tmp_path / "now"), arms=[], preset="tiny", base_model=None,
-                           epochs=100.0, train_batch_size=16, train_seed=0, keep_best=True, budget=1200.0,
-                           curriculum=0.5, switch_at=0.95, stage1_patience=None,
+                           epochs=100.0, train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss",
+                           budget=1200.0, curriculum=0.5, switch_at=0.95, stage1_patience=None,
                            stage1_from=str(tmp_path / "earlier"))
     b = paper_tables.Bench(a)
     monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
@@ -166,8 +166,8 @@ def test_stage1_patience_ends_the_first_stage_early_and_gives_the_mixture_what_i
 
     monkeypatch.setattr(crystalicl.train, "train", fake_train)
     a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
-                           train_batch_size=16, train_seed=0, keep_best=True, budget=1200.0, curriculum=0.5,
-                           switch_at=None, stage1_patience=3, stage1_from=None)
+                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss", budget=1200.0,
+                           curriculum=0.5, switch_at=None, stage1_patience=3, stage1_from=None)
     b = paper_tables.Bench(a)
     monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
     init = b.work / "mp20" / "curriculum-stage1-sgs"

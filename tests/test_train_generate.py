@@ -219,6 +219,36 @@ def test_keep_best_ends_with_the_weights_of_the_lowest_validation_loss(tiny_mode
         train(TrainConfig(out=str(tmp_path / "x"), keep_best=True, **(cfg | {"val_data": None})), progress=False)
 
 
+def test_keep_best_by_copying_ends_with_the_weights_that_copied_their_conditions_best(tiny_model, perov_instructions,
+                                                                                       tmp_path, monkeypatch):
+    """Few-shot Carbon-24's mixture: its validation loss turns up while its space-group copying still climbs, so
+    ``best_by="copying"`` keeps the check that copied best (ties: the lower loss), whatever the loss did after."""
+    import crystalicl.train as train_module
+
+    out, _ = tiny_model
+    cfg = dict(data=str(perov_instructions), val_data=str(perov_instructions), init_from=str(out), max_steps=4,
+               batch_size=8, eval_every=1, lr=0.5, warmup=0.5, keep_best=True, best_by="copying")
+    vals = [h["val_loss"] for h in train(TrainConfig(out=str(tmp_path / "last"), **(cfg | {"keep_best": False})),
+                                         progress=False)["history"] if "val_loss" in h]
+
+    def reads(values):
+        it = iter(values)
+        return lambda *a, **k: {"conditions": (v := next(it)), "accuracy": v}
+
+    monkeypatch.setattr(train_module, "condition_copying", reads([0.2, 0.9, 0.5, 0.8]))
+    kept = train(TrainConfig(out=str(tmp_path / "kept"), **cfg), progress=False)
+    assert kept["kept_by"] == "copying" and kept["restored_step"] == 2 and kept["copying"] == 0.9
+    assert kept["val_loss"] == pytest.approx(vals[1], abs=1e-5) and kept["last_val_loss"] > kept["val_loss"]
+    # the last check copies best: nothing to restore, and no extra check of the last weights
+    monkeypatch.setattr(train_module, "condition_copying", reads([0.2, 0.5, 0.6, 0.7]))
+    last = train(TrainConfig(out=str(tmp_path / "last2"), **cfg), progress=False)
+    assert "restored_step" not in last and last["copying"] == 0.7
+    assert last["val_loss"] == pytest.approx(vals[3], abs=1e-5)
+    assert [h["step"] for h in last["history"] if "copying" in h] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="best_by"):
+        train(TrainConfig(out=str(tmp_path / "x"), **(cfg | {"best_by": "loss"})), progress=False)
+
+
 def test_generation_resumes_without_duplicates_and_constrained_text_always_parses(tiny_model, tmp_path):
     out, _ = tiny_model
     gen = Generator.from_pretrained(out)
