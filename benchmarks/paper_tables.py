@@ -40,6 +40,7 @@ from _common import write  # noqa: E402
 from crystalicl.instructions import Mixture  # noqa: E402
 from crystalicl.report import PAPER_DATASET as TABLE_KEY  # noqa: E402
 from crystalicl.report import UNCOND_COLUMNS  # noqa: E402
+from crystalicl.train import BEST_BY  # noqa: E402
 
 FORMAT_NAME = {"xyz": "XYZ", "sgs": "SGS", "sgs-wyckoff": "SGS-Wyckoff"}
 MIXTURES = {  # training arms
@@ -600,7 +601,7 @@ def main():
                          "same): rerun with another to see how much a number owes to one training run")
     ap.add_argument("--keep-best", dest="keep_best", action="store_true",
                     help="every stage ends with its lowest-validation-loss weights (a GPU budget overfits small sets)")
-    ap.add_argument("--best-by", dest="best_by", choices=("val_loss", "copying"), default="val_loss",
+    ap.add_argument("--best-by", dest="best_by", choices=BEST_BY, default="val_loss",
                     help="what --keep-best keeps in every stage: the lowest validation loss, or the highest "
                          "teacher-forced condition copying (ties: the lower loss). Few-shot Carbon-24: the loss "
                          "turns up while space-group copying still climbs")

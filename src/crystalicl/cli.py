@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from crystalicl.errors import CrystalICLError
+from crystalicl.train import BEST_BY
 
 
 def _data_prepare(a) -> None:
@@ -224,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "every --eval-every steps)")
     q.add_argument("--keep-best", dest="keep_best", action="store_true",
                    help="end with the weights of the lowest --val-data loss seen (a small set overfits on a GPU)")
-    q.add_argument("--best-by", dest="best_by", choices=("val_loss", "copying"), default="val_loss",
+    q.add_argument("--best-by", dest="best_by", choices=BEST_BY, default="val_loss",
                    help="what --keep-best keeps: the lowest validation loss, or the highest teacher-forced condition "
                         "copying (ties: the lower loss), which can still climb after the loss turns up")
     q.add_argument("--patience", type=int, default=None,

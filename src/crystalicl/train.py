@@ -170,9 +170,9 @@ class _State:
     tokens: int = 0
     seconds: float = 0.0
     history: list | None = None
-    best_val: float | None = None
+    best_val: float | None = None  # the lowest validation loss and its step, for patience
     best_step: int | None = None
-    kept_step: int | None = None  # best_by="copying": the check whose weights are kept, and its (copying, -loss)
+    kept_step: int | None = None  # keep_best: the check whose weights are kept, and its score (_keep_score)
     kept_score: list | None = None
 
 
@@ -188,6 +188,11 @@ def _restore(model, weights: dict) -> None:
         for n, p in model.named_parameters():
             if n in weights:
                 p.copy_(weights[n])
+
+
+def _keep_score(best_by: str, val_loss: float, check: dict | None) -> list:
+    """What keep_best maximises: -loss, or (copying, -loss) so that equal copying goes to the lower loss."""
+    return [-val_loss] if best_by == "val_loss" else [check["copying"], -val_loss]
 
 
 def _copying_check(model, tok, val_records: list[dict]) -> dict:
@@ -365,22 +370,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 state.history.append({"step": state.step, "val_loss": v, "seconds": round(elapsed, 1)})
                 if state.best_val is None or v < state.best_val:
                     state.best_val, state.best_step = v, state.step
-                    if cfg.keep_best and not by_copying:
-                        best = _trainable(acc.unwrap_model(model))
                 checks_since = (state.step - state.best_step) // cfg.eval_every
                 stale = cfg.patience is not None and checks_since >= cfg.patience
-            copies = False
+            copies, check = False, None
             if measure_copying and state.step % cfg.eval_every == 0:
                 check = _copying_check(acc.unwrap_model(model), tok, val_records)
                 state.history.append({"step": state.step, **check, "seconds": round(elapsed, 1)})
                 copies = cfg.stop_at_copying is not None and check["copying"] >= cfg.stop_at_copying
-                if by_copying and val:
-                    score = [check["copying"], -v]
-                    if state.kept_score is None or score > state.kept_score:
-                        state.kept_step, state.kept_score = state.step, score
-                        best = _trainable(acc.unwrap_model(model))
                 if world > 1:
                     copies = bool(acc.reduce(torch.tensor(float(copies), device=device), "max") > 0)
+            if cfg.keep_best and state.step % cfg.eval_every == 0:
+                score = _keep_score(cfg.best_by, v, check)
+                if state.kept_score is None or score > state.kept_score:
+                    state.kept_step, state.kept_score = state.step, score
+                    best = _trainable(acc.unwrap_model(model))
             over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
             if world > 1:  # every process stops at the same step
                 over_budget = bool(acc.reduce(torch.tensor(float(over_budget), device=device), "max") > 0)
@@ -411,23 +414,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model = acc.unwrap_model(model)
     if val:
         metrics["val_loss"] = evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)
-        if by_copying and best is not None and state.kept_step != state.step:
-            checked = [h for h in state.history if "copying" in h and h["step"] == state.step]
-            if checked:  # the last weights: their check, or a new one
-                check = checked[-1]
-            else:
-                check = _copying_check(model, tok, val_records)
-                state.history.append({"step": state.step, **check, "seconds": round(seconds, 1)})
-            if [check["copying"], -metrics["val_loss"]] < state.kept_score:
+        # the last weights, unless a check kept them; a run stopped because it copies its conditions well enough
+        # ends with those weights, not earlier ones
+        if cfg.keep_best and best is not None and stopped_by != "copying" and state.kept_step != state.step:
+            check = None
+            if by_copying:  # the last weights' copying: their check, or a new one
+                check = next((h for h in state.history if "copying" in h and h["step"] == state.step), None)
+                if check is None:
+                    check = _copying_check(model, tok, val_records)
+                    state.history.append({"step": state.step, **check, "seconds": round(seconds, 1)})
+            if _keep_score(cfg.best_by, metrics["val_loss"], check) < state.kept_score:
                 _restore(model, best)
                 metrics |= {"last_val_loss": metrics["val_loss"], "restored_step": state.kept_step,
                             "val_loss": evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)}
-        # a run stopped because it copies its conditions well enough ends with those weights, not earlier ones
-        elif (cfg.keep_best and not by_copying and best is not None and stopped_by != "copying"
-              and state.best_val < metrics["val_loss"]):
-            _restore(model, best)
-            metrics |= {"last_val_loss": metrics["val_loss"], "restored_step": state.best_step,
-                        "val_loss": evaluate_loss(model, val, tok.pad_token_id, cfg.batch_size, autocast)}
         if cfg.keep_best:
             metrics["kept_by"] = cfg.best_by
     kept = metrics.get("restored_step", state.step)  # the copying of the weights saved: the kept step's check
