@@ -79,6 +79,7 @@ class Bench:
         self.keys: set[str] = set()
         self.trained_on: dict[str, set[str]] = {}  # dataset key -> what trained its models (GPU name, CPUs)
         self.training: dict[str, dict[str, dict]] = {}  # dataset key -> model -> how its last stage trained
+        self.scoring = not getattr(a, "sample_only", False)  # --sample-only: write samples, score them later
 
     def wants(self, arm: str) -> bool:
         """Whether ``--arms`` (default: all) includes this arm of the conditional/unconditional tables."""
@@ -213,8 +214,9 @@ class Bench:
             generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
                              max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
             samples = self.sampled(out, load_samples(out / "samples.jsonl"))
-            runs.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
-        return aggregate_runs(runs)
+            if self.scoring:
+                runs.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
+        return aggregate_runs(runs) if runs else {}
 
     def unconditional(self, model: Path, ds: str) -> dict:
         from crystalicl.evaluate import evaluate_unconditional, load_samples
@@ -225,6 +227,8 @@ class Bench:
         generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
                          max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
         samples = self.sampled(out, load_samples(out / "samples.jsonl"))
+        if not self.scoring:
+            return {}
         return evaluate_unconditional(samples, (ds, "test"), out / "eval", workers=self.a.workers, progress=False)
 
 
@@ -247,18 +251,22 @@ def _row(m: dict, keys: list[str]) -> dict:
     return {k: round(m[k], 4) for k in keys if k in m}
 
 
+def conditional_arms(b: Bench, fmt: str) -> list[tuple[str, str, int]]:
+    """(row name, trained arm, shots) of Table 1 for one text format, as ``--arms`` and ``--curriculum`` ask."""
+    f = FORMAT_NAME[fmt]
+    arms = [(f"CrystalLLM ({f})", "CrystalLLM", 0), (f"CrystalICL ({f}) 0-shot", "CrystalICL", 0),
+            (f"CrystalICL ({f}) 3-shot", "CrystalICL", 3)]
+    if b.a.curriculum:
+        arms += [(f"CrystalICL+curriculum ({f}) {k}-shot", "CrystalICL+curriculum", k) for k in (0, 3)]
+    return [(name, arm, shots) for name, arm, shots in arms if b.wants(arm)]
+
+
 def run_conditional(b: Bench, res: dict) -> None:
     for ds in map(resolve, b.a.datasets):
         key = TABLE_KEY[ds]
         for fmt in b.a.formats:
             f = FORMAT_NAME[fmt]
-            arms = [(f"CrystalLLM ({f})", "CrystalLLM", 0), (f"CrystalICL ({f}) 0-shot", "CrystalICL", 0),
-                    (f"CrystalICL ({f}) 3-shot", "CrystalICL", 3)]
-            if b.a.curriculum:
-                arms += [(f"CrystalICL+curriculum ({f}) {k}-shot", "CrystalICL+curriculum", k) for k in (0, 3)]
-            for name, arm, shots in arms:
-                if not b.wants(arm):
-                    continue
+            for name, arm, shots in conditional_arms(b, fmt):
                 m = b.conditional(b.model(ds, arm, fmt), ds, shots)
                 if arm.endswith("+curriculum"):
                     res["curriculum_stage1"].setdefault(key, {})[f] = b.stage1(ds, fmt)
@@ -301,6 +309,9 @@ def run_cross_domain(b: Bench, res: dict) -> None:
                 _save(b, res)
 
 
+SAMPLED_ON = "sampled_on.json"  # under --work: the provenance of a --sample-only run
+
+
 MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
 
 
@@ -319,6 +330,23 @@ def train_models(b: Bench, tables: list[str]) -> None:
         training = b.a.icl_arm.removeprefix("CrystalICL")
         for arm in MIXTURE_ARMS if "mixtures" in b.a.ablations else ("CrystalICL",):
             b.model(mp20_name(), arm + training, b.a.formats[0])
+
+
+def sample_models(b: Bench, tables: list[str]) -> None:
+    """Train and sample what the conditional and unconditional tables need, and score nothing: for a GPU lease
+    on a machine without the scoring stack (MEGNet, matminer); the same command without ``--sample-only`` then
+    scores the samples it finds under ``--work``."""
+    for ds in map(resolve, b.a.datasets):
+        for fmt in b.a.formats:
+            if "conditional" in tables:
+                for _, arm, shots in conditional_arms(b, fmt):
+                    b.conditional(b.model(ds, arm, fmt), ds, shots)
+            if "unconditional" in tables:
+                for arm in b.table_arms():
+                    b.unconditional(b.model(ds, arm, fmt), ds)
+    from _common import provenance
+
+    (b.work / SAMPLED_ON).write_text(json.dumps(provenance(), indent=1) + "\n")
 
 
 def run_ablations(b: Bench, res: dict) -> None:
@@ -385,7 +413,7 @@ def _setup_of(res: dict) -> dict[str, dict]:
 
 def _same(a: dict, b: dict) -> bool:
     """Same setup, wherever it ran (a run resumed on another machine from the same ``--work`` keeps its cells)."""
-    measured = ("provenance", "training_hardware")
+    measured = ("provenance", "training_hardware", "sampling_hardware")
     return {k: v for k, v in a.items() if k not in measured} == {k: v for k, v in b.items() if k not in measured}
 
 
@@ -440,6 +468,9 @@ def _save(b: Bench, res: dict) -> None:
         res["setup_by_dataset"][key]["provenance"] = stamp
         if b.trained_on.get(key):
             res["setup_by_dataset"][key]["training_hardware"] = ", ".join(sorted(b.trained_on[key]))
+        if (b.work / SAMPLED_ON).exists():
+            hw = json.loads((b.work / SAMPLED_ON).read_text())["hardware"]
+            res["setup_by_dataset"][key]["sampling_hardware"] = hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
         if b.training.get(key):
             res["training"].setdefault(key, {}).update(b.training[key])
     write(b.a.name, res, markdown(res))
@@ -555,10 +586,14 @@ def _curriculum(setup: dict) -> str:
 
 
 def _hardware(provenance: dict, setup: dict | None = None) -> str:
-    """The machine of the run, and what trained its models when that was another (``--train-only`` on a GPU)."""
+    """The machine of the run, and what trained and sampled its models when that was another (``--train-only``
+    or ``--sample-only`` on a GPU)."""
     hw = provenance.get("hardware", {})
     here = hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
     trained = (setup or {}).get("training_hardware")
+    sampled = (setup or {}).get("sampling_hardware")
+    if sampled and sampled != here:
+        return f"trained on {trained or here}, sampled on {sampled}, scored on {here}"
     return here if not trained or trained == here else f"trained on {trained}, sampled on {here}"
 
 
@@ -643,6 +678,9 @@ def main():
     ap.add_argument("--train-only", dest="train_only", action="store_true",
                     help="train the models the tables need, then stop (e.g. on a GPU); run again without it to "
                          "sample and score from the same --work")
+    ap.add_argument("--sample-only", dest="sample_only", action="store_true",
+                    help="train and sample the conditional and unconditional tables' models, score nothing (e.g. "
+                         "on a GPU without the scoring stack); run again without it to score from the same --work")
     a = ap.parse_args()
     a.datasets, a.formats, tables = a.datasets.split(","), a.formats.split(","), a.tables.split(",")
     a.ablations, arms = a.ablations.split(","), a.arms
@@ -684,8 +722,10 @@ def main():
         {"MP20"} if {"cross-domain", "ablations"} & set(tables) else set())
     for key in b.keys:
         res["setup_by_dataset"][key] = dict(setup)
-    if a.train_only:
-        train_models(b, tables)
+    if a.sample_only and not set(tables) <= {"conditional", "unconditional"}:
+        ap.error("--sample-only samples the conditional and unconditional tables only")
+    if a.train_only or a.sample_only:
+        (sample_models if a.sample_only else train_models)(b, tables)
         print(json.dumps({k: round(v, 1) for k, v in b.timings.items()}, indent=1))
         return
     _merge_previous(b, res)
