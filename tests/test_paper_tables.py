@@ -7,6 +7,7 @@ Checked on the committed results file itself.
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -178,3 +179,41 @@ def test_stage1_patience_ends_the_first_stage_early_and_gives_the_mixture_what_i
     text = paper_tables._curriculum({"curriculum": 0.5, "switch_at": 0.95, "stage1_patience": 3})
     assert text == "≤ 0.5, until copying ≥ 0.95 or 3 checks without a lower val loss"
     assert paper_tables._curriculum({"curriculum": 0.5}) == "0.5"
+
+
+def test_sample_only_draws_every_sample_the_tables_score_and_scores_none(monkeypatch, tmp_path):
+    """``--sample-only`` on a GPU without the scoring stack, then the same command on a CPU: the first run must draw
+    the samples of every cell the second scores, evaluate none of them, and say where it drew them."""
+    import pandas as pd
+
+    import crystalicl.data.prepare
+    import crystalicl.evaluate
+    import crystalicl.generate
+    import crystalicl.instructions
+
+    a = argparse.Namespace(datasets=["perov5"], formats=["sgs", "xyz"], curriculum=0.0, arms=["CrystalICL"],
+                           work=str(tmp_path), name="unused", runs=2, n=3, batch_size=4, max_tokens=8, workers=1,
+                           sample_only=True)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "model", lambda ds, arm, fmt: tmp_path / ds / f"{arm}-{fmt}" / "model")
+    monkeypatch.setattr(b, "generator", lambda model: argparse.Namespace(constrained=None))
+    monkeypatch.setattr(crystalicl.data.prepare, "load_prepared", lambda ds, split: pd.DataFrame({"x": range(5)}))
+    monkeypatch.setattr(crystalicl.instructions, "load_pool", lambda *args, **kw: None)
+    monkeypatch.setattr(crystalicl.generate, "conditional_jobs", lambda *args, **kw: [])
+    drawn, scored = [], []
+
+    def draw(gen, jobs, out, **kw):
+        out.mkdir(parents=True)
+        (out / "samples.jsonl").write_text(json.dumps({"id": "0", "seconds": 0.5}) + "\n")
+        drawn.append(out.relative_to(tmp_path).as_posix())
+
+    monkeypatch.setattr(crystalicl.generate, "generate_to_file", draw)
+    monkeypatch.setattr(crystalicl.evaluate, "evaluate_conditional", lambda *args, **kw: scored.append(1) or {})
+    paper_tables.sample_models(b, ["conditional"])
+    assert scored == []
+    assert sorted(drawn) == sorted(f"perov5/CrystalICL-{fmt}/cond-perov5-{k}shot-C-run{r}"
+                                   for fmt in ("sgs", "xyz") for k in (0, 3) for r in (0, 1))
+    assert json.loads((tmp_path / paper_tables.SAMPLED_ON).read_text())["hardware"]["cpus"] == os.cpu_count()
+    setup = {"training_hardware": "NVIDIA H200", "sampling_hardware": "1 × NVIDIA H200"}
+    assert paper_tables._hardware({"hardware": {"cpus": 2}}, setup) == (
+        "trained on NVIDIA H200, sampled on 1 × NVIDIA H200, scored on 2 CPUs")

@@ -124,6 +124,25 @@ def test_bad_text_raises_parse_error_naming_the_problem(text, message):
         decode(text, "sgs-wyckoff" if " 4" in text or " 8a" in text or " 1a" in text else "sgs")
 
 
+def test_a_missing_decoder_dependency_is_not_reported_as_bad_text(monkeypatch):
+    """Without pyxtal (its Wyckoff tables) no SGS text decodes: that must stop a run, not read as a ParseError
+    that a generator answers by redrawing every sample (a GPU run without pyxtal spent all five draws of each)."""
+    import sys
+
+    from crystalicl import wyckoff
+
+    text = encode(ALL["rock_salt"](), "sgs")
+    monkeypatch.setitem(sys.modules, "pyxtal.symmetry", None)  # import of it now fails
+    wyckoff.wyckoff_positions.cache_clear()
+    wyckoff.by_letter.cache_clear()
+    try:
+        with pytest.raises(ImportError):
+            decode(text, "sgs")
+    finally:
+        wyckoff.wyckoff_positions.cache_clear()
+        wyckoff.by_letter.cache_clear()
+
+
 def test_lattice_is_regularised_to_the_crystal_system():
     d = decode("Fm-3m\n5.5 5.7 5.6\n89 91 90\nNa\n0.01 0.00 0.00\nCl\n0.50 0.49 0.50", "sgs")
     assert d.lattice.a == pytest.approx(5.6) and d.lattice.b == pytest.approx(5.6)

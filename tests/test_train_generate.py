@@ -95,6 +95,10 @@ def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, 
     recs = read_jsonl(perov_instructions)
     model, tok, _ = load_trained(out)
     c = condition_copying(model, tok, recs)
+    one = condition_copying(model, tok, recs, batch_size=1)  # padded batches read as one record at a time does
+    assert {k: v for k, v in one.items() if k != "formula_likelihood"} == {
+        k: v for k, v in c.items() if k != "formula_likelihood"}
+    assert c["formula_likelihood"] == pytest.approx(one["formula_likelihood"], rel=1e-4)
     symbols = {e.symbol for e in Element}
     sites = sum(line in symbols for r in recs for line in r["response"].split("\n"))
     assert c["records"] == len(recs) and c["element_tokens"] == sites  # every site's element is scored once

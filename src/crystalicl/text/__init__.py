@@ -41,7 +41,8 @@ def encode(structure, fmt: str = "sgs", symprec: float = SYMPREC) -> str:
 
 
 def decode(text: str, fmt: str = "sgs"):
-    """Read crystal text into a pymatgen Structure; raises only ParseError on bad text."""
+    """Read crystal text into a pymatgen Structure; raises only ParseError on bad text (and ImportError where a
+    decoder's dependency is missing, which no text can fix)."""
     _check_fmt(fmt)
     if fmt == "cif":
         from pymatgen.core import Structure
@@ -58,7 +59,7 @@ def decode(text: str, fmt: str = "sgs"):
         if fmt == "xyz":
             return xyz.decode(text)
         return sgs.decode(text, labels=fmt == "sgs-wyckoff")
-    except ParseError:
+    except (ParseError, ImportError):  # a missing dependency is not bad text: redrawing the sample cannot help
         raise
     except Exception as e:  # a decoder bug must still surface as a typed, explained error
         raise ParseError(f"could not decode {fmt} text: {type(e).__name__}: {e}") from e
