@@ -94,11 +94,11 @@ def test_a_curriculum_stage_stops_once_the_model_copies_the_formula(tiny_model, 
     out, _ = tiny_model
     recs = read_jsonl(perov_instructions)
     model, tok, _ = load_trained(out)
-    c = condition_copying(model, tok, recs)
-    one = condition_copying(model, tok, recs, batch_size=1)  # padded batches read as one record at a time does
-    assert {k: v for k, v in one.items() if k != "formula_likelihood"} == {
+    c = condition_copying(model, tok, recs, batch_size=1)
+    padded = condition_copying(model, tok, recs, batch_size=7)  # padded batches read as one record at a time does
+    assert {k: v for k, v in padded.items() if k != "formula_likelihood"} == {
         k: v for k, v in c.items() if k != "formula_likelihood"}
-    assert c["formula_likelihood"] == pytest.approx(one["formula_likelihood"], rel=1e-4)
+    assert padded["formula_likelihood"] == pytest.approx(c["formula_likelihood"], rel=1e-4)
     symbols = {e.symbol for e in Element}
     sites = sum(line in symbols for r in recs for line in r["response"].split("\n"))
     assert c["records"] == len(recs) and c["element_tokens"] == sites  # every site's element is scored once
@@ -163,7 +163,7 @@ def test_space_group_copying_is_greedy_decoding_of_the_symbol_line(tmp_path):
     xyz = [{"prompt": DEFAULT.generation(describe(r, both), "xyz"), "response": r["xyz"], "conditions": both}
            for r in rows]
     assert space_group_copying_records(stated + unstated + xyz) == stated
-    c = condition_copying(model, tok, stated + unstated + xyz)
+    c = condition_copying(model, tok, stated + unstated + xyz, batch_size=5)  # padded: against greedy lines below
     assert c["space_group_records"] == len(rows) and c["records"] == 3 * len(rows)
     assert c["conditions"] == min(c["accuracy"], c["space_group"])
 
