@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write  # noqa: E402
+from _common import provenance, write  # noqa: E402
 
 from crystalicl.instructions import Mixture  # noqa: E402
 from crystalicl.report import PAPER_DATASET as TABLE_KEY  # noqa: E402
@@ -344,8 +344,6 @@ def sample_models(b: Bench, tables: list[str]) -> None:
             if "unconditional" in tables:
                 for arm in b.table_arms():
                     b.unconditional(b.model(ds, arm, fmt), ds)
-    from _common import provenance
-
     (b.work / SAMPLED_ON).write_text(json.dumps(provenance(), indent=1) + "\n")
 
 
@@ -460,8 +458,6 @@ def _timing_dataset(key: str) -> str:
 
 def _save(b: Bench, res: dict) -> None:
     """Write the partial results after every arm, so an interrupted run keeps what it measured."""
-    from _common import provenance
-
     res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
     stamp = provenance()  # git is asked once per save, not once per dataset
     for key in b.keys:
