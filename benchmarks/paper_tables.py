@@ -460,13 +460,14 @@ def _save(b: Bench, res: dict) -> None:
     """Write the partial results after every arm, so an interrupted run keeps what it measured."""
     res["timings_seconds"] = {k: round(v, 1) for k, v in b.timings.items()}
     stamp = provenance()  # git is asked once per save, not once per dataset
+    sampled_on = b.work / SAMPLED_ON
+    sampled = _machine(json.loads(sampled_on.read_text())["hardware"]) if sampled_on.exists() else None
     for key in b.keys:
         res["setup_by_dataset"][key]["provenance"] = stamp
         if b.trained_on.get(key):
             res["setup_by_dataset"][key]["training_hardware"] = ", ".join(sorted(b.trained_on[key]))
-        if (b.work / SAMPLED_ON).exists():
-            hw = json.loads((b.work / SAMPLED_ON).read_text())["hardware"]
-            res["setup_by_dataset"][key]["sampling_hardware"] = hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+        if sampled:
+            res["setup_by_dataset"][key]["sampling_hardware"] = sampled
         if b.training.get(key):
             res["training"].setdefault(key, {}).update(b.training[key])
     write(b.a.name, res, markdown(res))
@@ -581,11 +582,15 @@ def _curriculum(setup: dict) -> str:
     return text + (f"; first stage from `{setup['stage1_from']}`" if setup.get("stage1_from") else "")
 
 
+def _machine(hw: dict) -> str:
+    """A provenance's hardware in words: its GPU, else its CPU count."""
+    return hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+
+
 def _hardware(provenance: dict, setup: dict | None = None) -> str:
     """The machine of the run, and what trained and sampled its models when that was another (``--train-only``
     or ``--sample-only`` on a GPU)."""
-    hw = provenance.get("hardware", {})
-    here = hw.get("gpu") or f"{hw.get('cpus', '?')} CPUs"
+    here = _machine(provenance.get("hardware", {}))
     trained = (setup or {}).get("training_hardware")
     sampled = (setup or {}).get("sampling_hardware")
     if sampled and sampled != here:

@@ -14,6 +14,7 @@ import re
 from functools import cache
 
 from crystalicl.conditions import SENTENCES
+from crystalicl.model.batching import collate
 
 _FORMULA = re.compile(re.escape(SENTENCES["formula"]).replace(r"\{\}", r"(\S+?)") + r"(?:\s|$)")
 _SYMBOL_LINE = re.compile(r"[PABCFIR]\S*")  # a Hermann-Mauguin symbol starts with its lattice letter
@@ -73,9 +74,11 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None,
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     formula = {id(r) for r in formula_copying_records(records)[:limit]}
     space_group = {id(r) for r in space_group_copying_records(records)[:limit]}
-    scored = [r for r in records if id(r) in formula | space_group]
-    texts = [(bos + tok(r["prompt"], add_special_tokens=False)["input_ids"],
-              tok(r["response"], add_special_tokens=False)["input_ids"]) for r in scored]
+    wanted = formula | space_group
+    scored = [r for r in records if id(r) in wanted]
+    prompts = tok([r["prompt"] for r in scored], add_special_tokens=False)["input_ids"] if scored else []
+    responses = tok([r["response"] for r in scored], add_special_tokens=False)["input_ids"] if scored else []
+    texts = [(bos + p, q) for p, q in zip(prompts, responses, strict=True)]
     order = sorted(range(len(scored)), key=lambda i: len(texts[i][0]) + len(texts[i][1]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     hit = in_target = total = sg_hit = 0
@@ -87,13 +90,7 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None,
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            width = max(len(texts[i][0]) + len(texts[i][1]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                n = len(texts[i][0]) + len(texts[i][1])
-                ids[row, :n] = torch.tensor(texts[i][0] + texts[i][1])
-                mask[row, :n] = 1
+            ids, mask, _ = collate([(texts[i][0] + texts[i][1],) * 2 for i in batch], pad)
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             for row, i in enumerate(batch):
                 r, (p, q) = scored[i], texts[i]

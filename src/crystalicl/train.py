@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crystalicl.copying import condition_copying, formula_copying_records, space_group_copying_records
+from crystalicl.model.batching import collate
 from crystalicl.model.loading import META, read_meta
 
 # what a copying check records (history entries and, at the kept weights, the run's metrics)
@@ -113,20 +114,6 @@ def _batches(n_examples: int, lengths: np.ndarray, batch_size: int, seed: int, e
         batches += [w[i:i + batch_size] for i in range(0, len(w), batch_size)]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
-
-
-def _collate(examples, pad_id: int):
-    import torch
-
-    n = max(len(e[0]) for e in examples)
-    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), n), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), n), dtype=torch.long)
-    for i, (x, y) in enumerate(examples):
-        ids[i, :len(x)] = torch.from_numpy(x)
-        labels[i, :len(y)] = torch.from_numpy(y)
-        mask[i, :len(x)] = 1
-    return ids, mask, labels
 
 
 def _read_records(path: str) -> tuple[list[dict], dict]:
@@ -252,7 +239,7 @@ def evaluate_loss(model, data, pad_id: int, batch_size: int, autocast) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for s in range(0, len(data), batch_size):
-            ids, mask, labels = _collate(data[s:s + batch_size], pad_id)
+            ids, mask, labels = collate(data[s:s + batch_size], pad_id)
             with autocast():
                 logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
             shift = labels[:, 1:].to(model.device)
@@ -342,7 +329,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         epoch, offset = divmod(micro, per_epoch)
         batches = _batches(len(data), lengths, cfg.batch_size, cfg.seed, epoch)[rank::world][:per_epoch]
         for b in batches[offset:]:
-            ids, mask, labels = _collate([data[i] for i in b], tok.pad_token_id)
+            ids, mask, labels = collate([data[i] for i in b], tok.pad_token_id)
             with autocast():
                 loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
             acc.backward(loss / cfg.grad_accum)
