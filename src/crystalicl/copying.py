@@ -56,7 +56,7 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None,
     """Teacher-forced reading of the conditions in ``records`` (instructions), in right-padded batches of
     ``batch_size`` records of similar length; pads after a text cannot change what a causal model reads before it.
     Default: 16 on a GPU, where one pass per record made each check of a LoRA run on an H200 cost about 30 s (some
-    150 training steps); 1 on a CPU, where batches of 16 took 1.7 times as long (``copying_speed.py``).
+    150 training steps); 1 on a CPU, where batches of 16 took 1.5 times as long (``copying_speed.py``).
 
     Formula (records conditioned on one, at most ``limit``): ``element_tokens`` scored, ``accuracy`` (argmax
     element = true element) and ``in_target_formula`` (argmax element occurs in the target formula at all).
