@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--top-p", dest="top_p", type=float, default=0.9)
     q.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=512)
     q.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="grammar-constrained decoding (default: on for the compact model)")
+                   help="grammar-constrained decoding (default: on for the compact model; a LoRA model's "
+                        "subword tokens are constrained too with --constrained)")
     q.add_argument("--enforce-conditions", action=argparse.BooleanOptionalAction, default=True,
                    help="with the grammar on, hold samples to the requested formula and space group")
     q.add_argument("--backend", choices=("hf", "vllm"), default="hf",

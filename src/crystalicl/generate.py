@@ -89,9 +89,14 @@ class Generator:
     @property
     def grammar(self):
         if self._grammar is None:
-            from crystalicl.constrained import Grammar
+            if self.kind == "compact":
+                from crystalicl.constrained import Grammar
 
-            self._grammar = Grammar(self.tokenizer, self.fmt)
+                self._grammar = Grammar(self.tokenizer, self.fmt)
+            else:  # a pretrained LLM's subword tokens
+                from crystalicl.subword_grammar import SubwordGrammar
+
+                self._grammar = SubwordGrammar(self.tokenizer, self.fmt)
         return self._grammar
 
     # --- prompts --------------------------------------------------------------------------------------
