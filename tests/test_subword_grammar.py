@@ -27,7 +27,7 @@ def smollm2_tokenizer():
 
 @pytest.fixture(scope="module")
 def rows():
-    return [prepare_one(m, c) for name, n in (("perov5", 6), ("mp20_biternary", 12))
+    return [prepare_one(m, c) for name, n in (("perov5", 4), ("mp20_biternary", 8))
             for m, c in zip(*sample(name, "test", n=n)[["material_id", "cif"]].to_numpy().T, strict=True)]
 
 
@@ -63,14 +63,14 @@ def test_subword_tokens_that_break_the_grammar_are_refused(smollm2_tokenizer):
     assert g.eos not in g.allowed(cell + "Sr\n0.00 0.00 0.00", target=target)  # Ti and O still missing
 
 
-@pytest.mark.parametrize("fmt", ["sgs-wyckoff", "sgs"])
-def test_random_subword_walks_decode_to_the_targets_formula_and_space_group(smollm2_tokenizer, rows, fmt):
+@pytest.mark.parametrize(("fmt", "every"), [("sgs-wyckoff", 1), ("sgs", 3)])  # sgs walks run long: a third
+def test_random_subword_walks_decode_to_the_targets_formula_and_space_group(smollm2_tokenizer, rows, fmt, every):
     """Uniformly random LLM tokens under the grammar always reach an end, decode, and keep the real target's
     space group and elements (sgs-wyckoff: its exact formula)."""
     tok = smollm2_tokenizer
     g = SubwordGrammar(tok, fmt)
     rng = np.random.default_rng(0)
-    for row in rows:
+    for row in rows[::every]:
         target = g.target({"formula": row["formula"], "space_group": row["space_group"]})
         text, ended = "", False
         for step in range(600):
