@@ -118,7 +118,8 @@ class SubwordGrammar:
                 child = node.children.get(c)
                 if child is not None:
                     ids.extend(child.ids)
-                    stack.append((child, t + c))
+                    if child.children:  # longer tokens go on from here
+                        stack.append((child, t + c))
         if step(text)[1]:
             ids.append(self.eos)
         return np.array(sorted(ids), int)
