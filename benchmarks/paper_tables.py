@@ -185,7 +185,7 @@ class Bench:
         did, or with ``--lora-grammar`` samples under the grammar too (over its subword tokens)."""
         from crystalicl.generate import Generator
 
-        return Generator.from_pretrained(model, constrained=True if self.a.lora_grammar else None,
+        return Generator.from_pretrained(model, constrained=self.a.lora_grammar or None,
                                          enforce_conditions=False, backend=self.a.backend)
 
     @staticmethod

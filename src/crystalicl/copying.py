@@ -79,6 +79,8 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None,
     prompts = tok([r["prompt"] for r in scored], add_special_tokens=False)["input_ids"] if scored else []
     responses = tok([r["response"] for r in scored], add_special_tokens=False)["input_ids"] if scored else []
     texts = [(bos + p, q) for p, q in zip(prompts, responses, strict=True)]
+    first_lines = [r["response"].split("\n", 1)[0] for r in scored]  # the space-group symbol line
+    symbol_tokens = [len(x) for x in tok(first_lines, add_special_tokens=False)["input_ids"]] if scored else []
     order = sorted(range(len(scored)), key=lambda i: len(texts[i][0]) + len(texts[i][1]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     hit = in_target = total = sg_hit = 0
@@ -97,7 +99,7 @@ def condition_copying(model, tok, records: list[dict], limit: int | None = None,
                 logits = out[row, len(p) - 1:len(p) + len(q) - 1]
                 guess = logits.argmax(-1).tolist()
                 if id(r) in space_group:
-                    line = len(tok(r["response"].split("\n", 1)[0], add_special_tokens=False)["input_ids"])
+                    line = symbol_tokens[i]
                     sg_hit += guess[:line] == q[:line]
                 if id(r) in formula:
                     allowed = {e.symbol for e in Composition(target_formula(r["prompt"])).elements}

@@ -60,8 +60,7 @@ class SubwordGrammar:
         self.eos = tokenizer.eos_token_id
         self.vocab_size = len(tokenizer)
         alphabet = {c for i in np.concatenate(list(self.inner.cls.values())) if i != self.inner_eos
-                    for c in self.strings[int(i)]}
-        alphabet |= {c for c in "abcdefghijklmnopqrstuvwxyzA"}  # Wyckoff letters
+                    for c in self.strings[int(i)]} | set(self.inner.token_id)  # token_id: digits, Wyckoff letters
         self.root = _Node()
         for i, s in enumerate(token_strings(tokenizer)):
             if s and set(s) <= alphabet:
