@@ -1,9 +1,10 @@
 """Turning a trained model into crystals: conditional few-shot, unconditional and cross-domain sampling.
 
 Sampling is batched (KV cache, left padding), top-p 0.9 / temperature 0.9 by default, and stops at the
-end-of-sequence token. A sample whose text does not decode is drawn again (``attempts`` counts the
-draws). :func:`generate_to_file` appends one JSONL record per sample as soon as it exists (and a CIF
-file per structure), so rerunning the same command resumes without losing or duplicating a sample id.
+end-of-sequence token. A sample whose text does not decode is drawn again (``attempts`` counts the draws);
+with ``check_symmetry`` so is one whose crystal does not have the space group its SGS text names.
+:func:`generate_to_file` appends one JSONL record per sample as soon as it exists (and a CIF file per
+structure), so rerunning the same command resumes without losing or duplicating a sample id.
 """
 
 from __future__ import annotations
@@ -51,18 +52,22 @@ class Generator:
     """A trained crystalicl model with its tokenizer, text format and prompt template."""
 
     def __init__(self, model, tokenizer, fmt: str, template: PromptTemplate, kind: str = "compact",
-                 constrained: bool | None = None, enforce_conditions: bool = True):
+                 constrained: bool | None = None, enforce_conditions: bool = True, check_symmetry: bool = False):
         self.model, self.tokenizer, self.fmt, self.template, self.kind = model, tokenizer, fmt, template, kind
         self.tokenizer.padding_side = "left"
         self.constrained = (kind == "compact") if constrained is None else constrained
         # with the grammar on, also hold each sample to its prompt's formula and space group
         self.enforce_conditions = enforce_conditions
+        # redraw a decoded SGS sample whose crystal analyses to another group than the one it writes (at the
+        # paper's scoring tolerance): the grammar cannot see that a P-1 cell with a = b, alpha = beta is C2/m
+        self.check_symmetry = check_symmetry
         self._grammar = None
         self.vllm = None  # a VLLMSampler when loaded with backend="vllm"
 
     @classmethod
     def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
-                        enforce_conditions: bool = True, backend: str = "hf") -> Generator:
+                        enforce_conditions: bool = True, backend: str = "hf",
+                        check_symmetry: bool = False) -> Generator:
         """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there)."""
         import torch
 
@@ -76,7 +81,7 @@ class Generator:
             meta = read_meta(Path(model_dir))
             tok = AutoTokenizer.from_pretrained(str(model_dir))
             gen = cls(None, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], False,
-                      enforce_conditions)
+                      enforce_conditions, check_symmetry)
             gen.vllm = VLLMSampler(Path(model_dir), tok)
             return gen
         if backend != "hf":
@@ -84,7 +89,7 @@ class Generator:
         model, tok, meta = load_trained(Path(model_dir))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
-                   enforce_conditions)
+                   enforce_conditions, check_symmetry)
 
     @property
     def grammar(self):
@@ -151,9 +156,18 @@ class Generator:
 
         return decode(text, self.fmt)
 
+    def symmetry_mismatch(self, text: str, structure) -> str | None:
+        """Why a decoded sample fails the symmetry check (None when it passes or names no group)."""
+        from crystalicl.symmetry import symmetry_mismatch
+        from crystalicl.text import written_space_group
+
+        number = written_space_group(text, self.fmt)
+        return None if number is None else symmetry_mismatch(structure, number)
+
     def run(self, jobs: list[tuple[str, str, dict]], batch_size: int = 32, seed: int = 0, max_attempts: int = 5,
             progress: bool = True, **sampling):
-        """Yield a :class:`Sample` per job ``(id, prompt, meta)``; unparseable texts are redrawn."""
+        """Yield a :class:`Sample` per job ``(id, prompt, meta)``; unparseable texts (and with ``check_symmetry``
+        crystals without their written group) are redrawn, up to ``max_attempts`` draws."""
         pending = [Sample(i, p, meta={**m, "format": self.fmt}) for i, p, m in jobs]  # records say how to decode
         bar = tqdm(total=len(pending), desc="generate", unit="cryst", disable=not progress)
         rnd = 0
@@ -173,7 +187,11 @@ class Generator:
                     s.structure, s.error = self.decode(text), None
                 except ParseError as e:
                     s.structure, s.error = None, str(e)
-                if s.structure is None and s.attempts < max_attempts:
+                redraw = s.structure is None
+                if self.check_symmetry and s.structure is not None:  # the last draw is kept, its mismatch noted
+                    s.meta["symmetry_mismatch"] = self.symmetry_mismatch(text, s.structure)
+                    redraw = s.meta["symmetry_mismatch"] is not None
+                if redraw and s.attempts < max_attempts:
                     retry.append(s)
                 else:
                     bar.update(1)

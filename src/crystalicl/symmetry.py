@@ -16,6 +16,7 @@ import numpy as np
 import spglib
 
 SYMPREC = 0.1
+CHECK_SYMPREC = 0.01  # the paper's scoring tolerance: a decoded crystal must show exactly its written group here
 ANGLE_TOLERANCE = -1.0  # spglib default
 
 CRYSTAL_SYSTEMS = (
@@ -113,6 +114,21 @@ def space_group_number(lattice, frac, numbers, symprec: float = SYMPREC) -> int 
     ds = spglib.get_symmetry_dataset(spglib_cell(lattice, frac, numbers), symprec=symprec,
                                      angle_tolerance=ANGLE_TOLERANCE)
     return None if ds is None else int(ds.number)
+
+
+def symmetry_mismatch(structure, number: int, symprec: float = CHECK_SYMPREC) -> str | None:
+    """Why a decoded crystal does not analyse to space group ``number`` (None when it does).
+
+    Decoding SGS text applies the written group's operations exactly, so a mismatch is a supergroup that the
+    sampled lattice and coordinates happen to realise (a P-1 cell with a = b and α = β is C2/m), or atoms so
+    close that spglib finds no group: the sample does not have the symmetry it claims.
+    """
+    found = space_group_number(structure.lattice.matrix, structure.frac_coords,
+                               [site.specie.Z for site in structure], symprec)
+    if found == number:
+        return None
+    what = "no space group (overlapping atoms?)" if found is None else f"{space_group(found).symbol} ({found})"
+    return f"written {space_group(number).symbol} ({number}), analysed {what} at symprec {symprec}"
 
 
 def symmetrize(lattice, frac, numbers, symprec: float = SYMPREC) -> Symmetrized:

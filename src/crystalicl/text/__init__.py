@@ -65,4 +65,20 @@ def decode(text: str, fmt: str = "sgs"):
         raise ParseError(f"could not decode {fmt} text: {type(e).__name__}: {e}") from e
 
 
-__all__ = ["FORMATS", "encode", "decode", "EncodeError", "ParseError", "SYMPREC"]
+def written_space_group(text: str, fmt: str) -> int | None:
+    """The space-group number an SGS text names on its first line (None for XYZ and CIF, which name none
+    the model chose, or for an unknown symbol)."""
+    _check_fmt(fmt)
+    if not fmt.startswith("sgs"):
+        return None
+    from crystalicl.symmetry import space_group
+    from crystalicl.text.parsing import lines
+
+    ls = lines(text)
+    try:
+        return space_group(ls[0][1]).number if ls else None
+    except KeyError:
+        return None
+
+
+__all__ = ["FORMATS", "encode", "decode", "written_space_group", "EncodeError", "ParseError", "SYMPREC"]
