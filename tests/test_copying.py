@@ -4,7 +4,15 @@ import pytest
 from conftest import sample
 
 from crystalicl.conditions import describe
-from crystalicl.copying import FORMULA_ERRORS, demonstration_formulas, formula_error, target_formula
+from crystalicl.copying import (
+    FORMULA_ERRORS,
+    SPACE_GROUP_ERRORS,
+    demonstration_formulas,
+    demonstration_space_groups,
+    formula_error,
+    space_group_error,
+    target_formula,
+)
 from crystalicl.data.prepare import prepare_one
 from crystalicl.prompts import DEFAULT
 
@@ -17,6 +25,8 @@ def test_a_three_shot_prompt_states_the_demonstrations_formulas_then_the_targets
     assert demonstration_formulas(prompt) == [r["formula"] for r in rows[1:]]
     assert target_formula(prompt) == rows[0]["formula"]
     assert demonstration_formulas(DEFAULT.generation(describe(rows[0], names), "sgs")) == []
+    assert demonstration_space_groups(prompt) == [int(r["space_group"]) for r in rows[1:]]
+    assert demonstration_space_groups(DEFAULT.generation(describe(rows[0], names), "sgs")) == []
 
 
 # Misses seen in 3-shot Perov-5 samples (paper_tables_p5_switch_2400): target, sampled, demonstrations
@@ -31,3 +41,17 @@ def test_a_three_shot_prompt_states_the_demonstrations_formulas_then_the_targets
 ])
 def test_a_formula_miss_is_sorted_by_where_its_elements_came_from(target, sampled, demos, kind):
     assert formula_error(target, sampled, demos) == kind
+
+
+# Misses seen in 3-shot Carbon-24 samples (paper_tables_c24_fs3_copying_4200): target, written, analysed, demos
+@pytest.mark.parametrize("target, written, analysed, demos, kind", [
+    (12, 12, 12, [12, 12, 12], None),
+    (7, 8, 7, [8], None),  # the crystal has the target group whatever it wrote: a hit, as scored
+    (2, 2, None, [2], SPACE_GROUP_ERRORS[0]),
+    (2, 2, 12, [2, 2, 2], SPACE_GROUP_ERRORS[1]),  # a P-1 cell with a = b and alpha = beta is C2/m
+    (44, 74, 74, [74, 44, 44], SPACE_GROUP_ERRORS[2]),
+    (7, 8, 8, [7, 7, 7], SPACE_GROUP_ERRORS[3]),  # Pc asked, Cm written: both monoclinic
+    (38, 227, 227, [38, 38, 38], SPACE_GROUP_ERRORS[4]),
+])
+def test_a_space_group_miss_is_sorted_by_what_was_written(target, written, analysed, demos, kind):
+    assert space_group_error(target, written, analysed, demos) == kind

@@ -45,3 +45,28 @@ def test_snap_finds_the_special_position_of_a_rounded_coordinate():
     big = lattice * 4  # in a 13 Å cell this point is > 1 Å from every mirror and axis
     wp, _ = wyckoff.snap(g.hall_number, np.array([0.10, 0.37, 0.61]), big, tol=0.35)
     assert wp.multiplicity == 24  # general position: nothing special within tolerance
+
+
+def _as_p1(text: str) -> str:
+    """The same SGS text with its symbol replaced by P1: only the representatives remain, in the same cell."""
+    return "\n".join(["P1", *text.splitlines()[1:]])
+
+
+def test_symmetry_mismatch_names_the_group_a_crystal_really_has():
+    from crystals import perovskite
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from crystalicl.symmetry import symmetry_mismatch
+    from crystalicl.text import decode, encode, written_space_group
+
+    text = encode(perovskite(), "sgs")
+    assert written_space_group(text, "sgs") == 221
+    assert symmetry_mismatch(decode(text, "sgs"), 221) is None
+    # P1 with Sr, Ti and one O in a cubic cell is SrTiO, whose group pymatgen also finds
+    p1 = decode(_as_p1(text), "sgs")
+    real = SpacegroupAnalyzer(p1, symprec=0.01).get_space_group_number()
+    assert real != 1
+    msg = symmetry_mismatch(p1, 1)
+    assert msg is not None and f"({real})" in msg and "P1 (1)" in msg
+    assert written_space_group(encode(perovskite(), "xyz"), "xyz") is None
+    assert written_space_group("Q9\n3.9 3.9 3.9\n90 90 90\nSr\n0.50 0.50 0.50", "sgs") is None

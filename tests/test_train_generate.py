@@ -13,7 +13,7 @@ from crystalicl.instructions import write_jsonl
 from crystalicl.model.loading import smollm2_gguf
 from crystalicl.model.tokenizer import build_tokenizer
 from crystalicl.prompts import DEFAULT
-from crystalicl.text import decode
+from crystalicl.text import decode, written_space_group
 from crystalicl.train import TrainConfig, train
 
 
@@ -420,3 +420,45 @@ def test_vllm_backend_says_what_it_needs(tiny_model):
         pytest.skip("vLLM and a GPU are present: nothing missing to report")
     with pytest.raises(CrystalICLError, match="vLLM|vllm"):
         Generator.from_pretrained(tiny_model[0], backend="vllm")
+
+
+class _Scripted(Generator):
+    """The real decode-and-redraw loop, fed fixed texts (per prompt, one per draw) instead of a model's samples."""
+
+    def __init__(self, draws: dict[str, list[str]], **kw):
+        super().__init__(None, build_tokenizer(), "sgs", DEFAULT, **kw)
+        self.draws = {p: iter(d) for p, d in draws.items()}
+
+    def sample_texts(self, prompts, **kw):
+        return [next(self.draws[p]) for p in prompts]
+
+
+def test_symmetry_check_redraws_real_carbon_crystals_written_with_a_group_they_lack():
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    df = sample("carbon24", "test", n=12)
+    texts = [prepare_one(m, c)["sgs"] for m, c in zip(df.material_id, df.cif, strict=True)]
+    texts = [t for t in texts if not t.startswith("P1\n")]  # a real P1 crystal rightly claims P1
+    p1 = ["\n".join(["P1", *t.splitlines()[1:]]) for t in texts]  # representatives only, claiming P1
+    # pymatgen's independent verdict: which of those P1 texts decode to a crystal with more symmetry than P1
+    lacks = [SpacegroupAnalyzer(decode(t, "sgs"), symprec=0.01).get_space_group_number() != 1 for t in p1]
+    assert 3 <= sum(lacks) < len(lacks)  # both kinds occur among real Carbon-24 crystals
+    jobs = [(str(i), f"prompt {i}", {}) for i in range(len(texts))]
+
+    def run(check: bool, max_attempts: int = 5):
+        draws = {f"prompt {i}": [a, b] for i, (a, b) in enumerate(zip(p1, texts, strict=True))}
+        out = _Scripted(draws, check_symmetry=check).run(jobs, batch_size=4, max_attempts=max_attempts,
+                                                          progress=False)
+        return sorted(out, key=lambda s: int(s.id))
+
+    assert all(s.attempts == 1 and s.text == t and "symmetry_mismatch" not in s.meta
+               for s, t in zip(run(False), p1, strict=True))
+    for s, bad, first, real in zip(run(True), lacks, p1, texts, strict=True):
+        assert (s.attempts, s.text) == ((2, real) if bad else (1, first))
+        assert s.meta["symmetry_mismatch"] is None
+        assert SpacegroupAnalyzer(s.structure, symprec=0.01).get_space_group_number() == \
+            written_space_group(s.text, "sgs")
+    for s, bad in zip(run(True, max_attempts=1), lacks, strict=True):  # out of draws: kept, mismatch noted
+        assert s.attempts == 1 and s.structure is not None
+        assert (s.meta["symmetry_mismatch"] is not None) == bad
+        assert ('"symmetry_mismatch": "written P1 (1), analysed' in json.dumps(s.record())) == bad

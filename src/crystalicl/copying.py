@@ -17,6 +17,7 @@ from crystalicl.conditions import SENTENCES
 from crystalicl.model.batching import collate
 
 _FORMULA = re.compile(re.escape(SENTENCES["formula"]).replace(r"\{\}", r"(\S+?)") + r"(?:\s|$)")
+_SPACE_GROUP = re.compile(re.escape(SENTENCES["space_group"]).replace(r"\{\}", r"(\d+)"))
 _SYMBOL_LINE = re.compile(r"[PABCFIR]\S*")  # a Hermann-Mauguin symbol starts with its lattice letter
 
 
@@ -147,3 +148,33 @@ def formula_error(target: str, sampled: str, demonstrations: list[str] = ()) -> 
         shown = {e for d in demonstrations for e in Composition(d).elements}
         return FORMULA_ERRORS[1] if extra & shown else FORMULA_ERRORS[2]
     return FORMULA_ERRORS[3] if set(got.elements) < set(want.elements) else FORMULA_ERRORS[4]
+
+
+def demonstration_space_groups(prompt: str) -> list[int]:
+    """The space-group numbers a few-shot prompt's demonstrations state (all but the target's, which comes last)."""
+    return [int(n) for n in _SPACE_GROUP.findall(prompt)[:-1]]
+
+
+SPACE_GROUP_ERRORS = ("no group (overlapping atoms)", "right symbol, another group analysed",
+                      "a demonstration's group written", "another group of the target's crystal system written",
+                      "another crystal system written")
+
+
+def space_group_error(target: int, written: int | None, analysed: int | None,
+                      demonstrations: list[int] = ()) -> str | None:
+    """How a sample misses its target space group (None: its crystal analyses to the target), one of
+    :data:`SPACE_GROUP_ERRORS` — to tell a model that writes the wrong symbol (a demonstration's, a related
+    group's) from one that writes the right symbol with coordinates that realise a higher symmetry."""
+    from crystalicl.symmetry import crystal_system
+
+    if analysed == target:
+        return None
+    if analysed is None:
+        return SPACE_GROUP_ERRORS[0]
+    if written == target:
+        return SPACE_GROUP_ERRORS[1]
+    if written in demonstrations:
+        return SPACE_GROUP_ERRORS[2]
+    if written is not None and crystal_system(written) == crystal_system(target):
+        return SPACE_GROUP_ERRORS[3]
+    return SPACE_GROUP_ERRORS[4]
