@@ -188,6 +188,7 @@ class Generator:
                 except ParseError as e:
                     s.structure, s.error = None, str(e)
                 redraw = s.structure is None
+                s.meta.pop("symmetry_mismatch", None)  # an earlier draw's verdict
                 if self.check_symmetry and s.structure is not None:  # the last draw is kept, its mismatch noted
                     s.meta["symmetry_mismatch"] = self.symmetry_mismatch(text, s.structure)
                     redraw = s.meta["symmetry_mismatch"] is not None

@@ -4,7 +4,9 @@ One tolerance, :data:`SYMPREC` = 0.1 Å, is used everywhere a space group is *as
 text, labelling dataset targets, and scoring generated structures. 0.1 Å is the Materials Project
 convention (the `spacegroup.number` column of MP-derived splits agrees with it); at 0.01 Å almost half
 of Perov-5 and Carbon-24 change label, which would make targets depend on noise in relaxed positions.
-Decoded structures are exactly symmetric, so their label does not depend on the tolerance.
+Decoded structures keep their written group's operations exactly, but their sampled cell and coordinates may
+realise a supergroup (more often at 0.1 than at 0.01): generated crystals are scored, and checked by
+:func:`symmetry_mismatch`, at :data:`CHECK_SYMPREC` = 0.01, the paper's tolerance.
 """
 
 from __future__ import annotations
