@@ -71,6 +71,15 @@ def test_curriculum_with_a_pretrained_base_model_is_refused(monkeypatch, capsys)
     assert e.value.code == 2 and "already can" in capsys.readouterr().err
 
 
+def test_enforcing_conditions_needs_the_grammar(monkeypatch, capsys):
+    """A LoRA model samples unconstrained unless --lora-grammar: it has no grammar to enforce the conditions with."""
+    monkeypatch.setattr(sys, "argv", ["paper_tables.py", "--base-model", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                      "--enforce-conditions"])
+    with pytest.raises(SystemExit) as e:
+        paper_tables.main()
+    assert e.value.code == 2 and "needs --lora-grammar" in capsys.readouterr().err
+
+
 def test_timings_follow_their_dataset_cells(committed):
     setups = paper_tables._setup_of(committed)
     res = _fresh()
