@@ -47,3 +47,21 @@ def write(name: str, payload: dict, summary_md: str) -> Path:
     path.write_text(json.dumps(payload | {"provenance": provenance()}, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(summary_md.rstrip() + "\n")
     return path
+
+
+def analysed(samples: Path) -> list[tuple[dict, dict]]:
+    """(record, per-sample analysis) of a samples.jsonl, the analysis read from the cache evaluation left beside it
+    (``eval/analysis``), so a sorting script sees the same verdicts as the scores."""
+    from crystalicl.evaluate import analyze_many, load_samples
+
+    records = load_samples(samples)
+    return list(zip(records, analyze_many(records, samples.parent / "eval" / "analysis", progress=False), strict=True))
+
+
+def conditional_jobs(models: list[str]) -> dict[str, Path]:
+    """Every ``cond-*/samples.jsonl`` under paper_tables.py model directories, named work/dataset/arm/job."""
+    jobs = {}
+    for m in map(Path, models):
+        for job in sorted(m.glob("cond-*/samples.jsonl")):
+            jobs[f"{m.parent.parent.name}/{m.parent.name}/{m.name}/{job.parent.name}"] = job
+    return jobs

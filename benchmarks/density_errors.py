@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write  # noqa: E402
+from _common import analysed, write  # noqa: E402
 
 QUANTILES = (10, 25, 50, 75, 90)
 MEASURES = ("density", "volume_per_atom", "mass_per_atom", "atoms")
@@ -40,12 +40,9 @@ def summary(gen: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict:
 
 
 def valid_structures(samples: Path) -> list:
-    from crystalicl.evaluate import analyze_many, load_samples, to_structure
+    from crystalicl.evaluate import to_structure
 
-    records = load_samples(samples)
-    per = analyze_many(records, samples.parent / "eval" / "analysis", progress=False)
-    return [to_structure(r) for r, p in zip(records, per, strict=True)
-            if p.get("valid_structure") and p.get("valid_composition")]
+    return [to_structure(r) for r, p in analysed(samples) if p.get("valid_structure") and p.get("valid_composition")]
 
 
 def main():

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write  # noqa: E402
+from _common import analysed, conditional_jobs, write  # noqa: E402
 
 from crystalicl.copying import FORMULA_ERRORS, demonstration_formulas, formula_error  # noqa: E402
 
@@ -24,12 +24,8 @@ COLUMNS = (*FORMULA_ERRORS, "unparseable")
 
 
 def classify_job(samples: Path) -> dict:
-    from crystalicl.evaluate import analyze_many, load_samples
-
-    records = load_samples(samples)
-    per = analyze_many(records, samples.parent / "eval" / "analysis", progress=False)
     counts, examples, n = Counter(), [], 0
-    for r, p in zip(records, per, strict=True):
+    for r, p in analysed(samples):
         if "formula" not in r.get("conditions", {}):
             continue
         n += 1
@@ -52,10 +48,7 @@ def main():
     ap.add_argument("models", nargs="+", help="model directories of a paper_tables.py --work")
     ap.add_argument("--name", default="formula_errors")
     a = ap.parse_args()
-    res = {}
-    for m in map(Path, a.models):
-        for job in sorted(m.glob("cond-*/samples.jsonl")):
-            res[f"{m.parent.parent.name}/{m.parent.name}/{m.name}/{job.parent.name}"] = classify_job(job)
+    res = {name: classify_job(job) for name, job in conditional_jobs(a.models).items()}
     md = ["# Formula misses of conditional samples, by kind", "",
           "| job | samples | wrong | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for job, r in res.items():

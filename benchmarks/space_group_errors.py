@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write  # noqa: E402
+from _common import analysed, conditional_jobs, write  # noqa: E402
 
 from crystalicl.copying import SPACE_GROUP_ERRORS, demonstration_space_groups, space_group_error  # noqa: E402
 
@@ -26,13 +26,10 @@ COLUMNS = (*SPACE_GROUP_ERRORS, "unparseable")
 
 
 def classify_job(samples: Path) -> dict:
-    from crystalicl.evaluate import analyze_many, load_samples
     from crystalicl.text import written_space_group
 
-    records = load_samples(samples)
-    per = analyze_many(records, samples.parent / "eval" / "analysis", progress=False)
     counts, examples, n, written_right, draws = Counter(), [], 0, 0, 0
-    for r, p in zip(records, per, strict=True):
+    for r, p in analysed(samples):
         if "space_group" not in r.get("conditions", {}):
             continue
         n += 1
@@ -58,10 +55,7 @@ def main():
     ap.add_argument("models", nargs="+", help="model directories of a paper_tables.py --work")
     ap.add_argument("--name", default="space_group_errors")
     a = ap.parse_args()
-    res = {}
-    for m in map(Path, a.models):
-        for job in sorted(m.glob("cond-*/samples.jsonl")):
-            res[f"{m.parent.parent.name}/{m.parent.name}/{m.name}/{job.parent.name}"] = classify_job(job)
+    res = {name: classify_job(job) for name, job in conditional_jobs(a.models).items()}
     md = ["# Space-group misses of conditional samples, by kind (symprec 0.01)", "",
           "| job | samples | draws | symbol written right | wrong | " + " | ".join(COLUMNS) + " |",
           "|---" * (len(COLUMNS) + 5) + "|"]
