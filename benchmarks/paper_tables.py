@@ -182,12 +182,24 @@ class Bench:
 
     def generator(self, model: Path):
         """The compact model samples under the grammar; a LoRA model redraws unparseable samples, as the paper
-        did, or with ``--lora-grammar`` samples under the grammar too (over its subword tokens)."""
-        from crystalicl.generate import Generator
+        did, or with ``--lora-grammar`` samples under the grammar too (over its subword tokens). With
+        ``--packing`` the grammar bounds the atoms by the cell: the model's own volume increments, or for a
+        model trained before they were recorded, increments fitted on its dataset's training split."""
+        from crystalicl.generate import Generator, model_packing
+        from crystalicl.model.loading import read_meta
 
+        packing = None
+        if self.a.packing:
+            meta = read_meta(model)
+            packing = model_packing(meta)
+            if packing is None:
+                from crystalicl.data.prepare import load_prepared
+                from crystalicl.packing import packing_of_texts
+
+                packing = packing_of_texts(load_prepared(meta["instructions"]["dataset"], "train")["xyz"])
         return Generator.from_pretrained(model, constrained=self.a.lora_grammar or None,
                                          enforce_conditions=self.a.enforce_conditions, backend=self.a.backend,
-                                         check_symmetry=self.a.check_symmetry)
+                                         check_symmetry=self.a.check_symmetry, packing=packing or False)
 
     @staticmethod
     def attempts(gen) -> int:
@@ -503,7 +515,7 @@ def markdown(res: dict) -> str:
                   f"{s.get('uncond_share') or '–'} | {s.get('epochs', DEFAULT_EPOCHS):g} | {_hardware(pv, s)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
     md.append("")
-    if res["setup"].get("enforce_conditions") or res["setup"].get("check_symmetry"):  # not the default decoding
+    if any(res["setup"].get(k) for k in ("enforce_conditions", "check_symmetry", "packing")):  # not the default
         md += [f"Decoding in this run: {res['setup']['decoding']}.", ""]
     for key, arms in res["conditional_success_rate"].items():
         md += [f"## Conditional success rates, {key} (ours: mean ± std over runs; paper in brackets)", "",
@@ -642,6 +654,9 @@ def main():
     ap.add_argument("--check-symmetry", dest="check_symmetry", action="store_true",
                     help="redraw (up to 5 draws) an SGS sample whose crystal analyses, at symprec 0.01, to another "
                          "group than the one it writes")
+    ap.add_argument("--packing", action="store_true",
+                    help="the grammar keeps each sample's atoms to what its written cell holds (volume increments "
+                         "of the training crystals, crystalicl.packing), as `crystalicl generate` does")
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
@@ -721,11 +736,14 @@ def main():
         ap.error("--enforce-conditions works through the grammar: a LoRA model needs --lora-grammar")
     if a.enforce_conditions:
         setup["decoding"] = "grammar-constrained, conditions enforced"
+    if a.packing:
+        setup["decoding"] += "; atoms bounded by the cell volume (packing)"
     if a.check_symmetry:
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
-    for key in ("enforce_conditions", "check_symmetry", "uncond_share", "few_shot", "switch_at", "stage1_patience",
-                "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend", "icl_arm"):
+    for key in ("enforce_conditions", "check_symmetry", "packing", "uncond_share", "few_shot", "switch_at",
+                "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",
+                "icl_arm"):
         if getattr(a, key) != ap.get_default(key):
             setup[key] = getattr(a, key)
     if a.base_model:

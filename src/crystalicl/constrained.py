@@ -27,6 +27,11 @@ crystal can only end once its composition is the formula (``sgs-wyckoff``: site 
 from the labels, so a label is offered only while the formula stays reachable with the positions left;
 ``xyz``: one atom per line; ``sgs``: every element present, since a row's multiplicity depends on its
 coordinates). A sample cut by the token budget still ends, so it may then miss the formula.
+
+A :class:`crystalicl.packing.Packing` (``Grammar(..., packing=)``) ties the atoms to the written cell: the
+crystal cannot end while its atoms' volume increments fill less of the cell than the training crystals ever
+do, and a site (element, Wyckoff label) that would overfill it is not offered; held to a formula, only
+numbers of formula units that fit the cell are aimed at. Where nothing fits, the bound steps aside.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from functools import cache
 
 import numpy as np
 
+from crystalicl.packing import Packing
 from crystalicl.text.parsing import MAX_ATOMS as PARSE_MAX_ATOMS
 from crystalicl.wyckoff import SHIFTS, by_letter
 
@@ -95,7 +101,7 @@ def _third_angles(alpha: int, beta: int) -> tuple[int, ...]:
 class Grammar:
     """Token classes of a tokenizer and the allowed-next-token sets of the crystal grammars."""
 
-    def __init__(self, tokenizer, fmt: str):
+    def __init__(self, tokenizer, fmt: str, packing: Packing | None = None):
         from pymatgen.core.periodic_table import Element
 
         from crystalicl.symmetry import all_space_groups
@@ -103,6 +109,7 @@ class Grammar:
         if fmt not in ("sgs", "sgs-wyckoff", "xyz"):
             raise ValueError(f"no grammar for format {fmt!r}")
         self.fmt = fmt
+        self.packing = packing
         vocab = tokenizer.get_vocab()
         self.vocab_size = len(tokenizer)
         self.eos = tokenizer.eos_token_id
@@ -131,6 +138,7 @@ class Grammar:
         self._geometry_cache: dict[str, tuple | None] = {}  # text prefix -> _geometry
         self._blocked_cache: dict[str, frozenset[str]] = {}  # text prefix -> blocked
         self.token_id_of = {t: vocab[t] for t in [*self.groups, *(e.symbol for e in Element)]}
+        self._fill_cache: dict[str, tuple[float, float, float] | None] = {}  # text prefix -> _fill
 
     @cache  # noqa: B019  (one grammar per generator; bounded by the 230 groups)
     def labels(self, symbol: str) -> tuple[str, ...]:
@@ -214,6 +222,57 @@ class Grammar:
                 self._blocked_cache.clear()
             self._blocked_cache[key] = out
         return self._blocked_cache[key]
+
+    # --- atoms that fit the cell (packing) --------------------------------------------------------------
+    def _fill(self, lines: list[str], head: int, n_sites: int) -> tuple[float, float, float] | None:
+        """(volume increments of the atoms of the first ``n_sites`` sites, the least and the most the written
+        cell holds), or None without a packing, a cell, or a volume for every element placed."""
+        if self.packing is None:
+            return None
+        key = "\n".join(lines[:head + 2 + 2 * n_sites])
+        if key not in self._fill_cache:
+            out = None
+            geo = self._geometry(lines, head, n_sites)
+            if geo is not None:
+                total, before = 0.0, 0
+                for k in range(1, n_sites + 1):
+                    atoms = len(self._geometry(lines, head, k)[1])
+                    v = self.packing.volumes.get(lines[head + 2 * k].split(" ")[0])
+                    if v is None:
+                        break
+                    total, before = total + v * (atoms - before), atoms
+                else:
+                    out = (total, *self.packing.window(abs(float(np.linalg.det(geo[3])))))
+            if len(self._fill_cache) > 50_000:
+                self._fill_cache.clear()
+            self._fill_cache[key] = out
+        return self._fill_cache[key]
+
+    def _smallest_orbit(self, symbol: str, taken: frozenset[str] = frozenset()) -> int:
+        """Fewest atoms a next site can add (sgs: its orbit depends on its coordinates; the group's smallest)."""
+        if self.fmt == "xyz":
+            return 1
+        fixed = self.fixed_labels(symbol)
+        return min((int(lab[:-1]) for lab in self.labels(symbol) if lab not in taken & fixed),
+                   default=min(int(lab[:-1]) for lab in self.labels(symbol)))
+
+    def _fits(self, fill, element: str, m: int) -> bool:
+        """Whether ``m`` more atoms of ``element`` keep the cell from overfilling (True without a bound)."""
+        if fill is None:
+            return True
+        v = self.packing.volumes.get(element)
+        return v is not None and fill[0] + v * m <= fill[2]
+
+    def _kspan(self, formula, fill) -> tuple[int, int] | None:
+        """Numbers of formula units that fill the written cell neither too little nor too much (None: no
+        bound, or none fits)."""
+        if fill is None:
+            return None
+        unit = self.packing.needed(dict(formula))
+        if not unit:
+            return None
+        lo, hi = max(1, int(np.ceil(fill[1] / unit))), int(np.floor(fill[2] / unit))
+        return (lo, hi) if lo <= hi else None
 
     def _spaced_digits(self, lines: list[str], head: int, n_sites: int, allowed: np.ndarray) -> np.ndarray:
         """Of the digits ``allowed`` next in the current coordinate, those after which the decoded site can
@@ -305,17 +364,18 @@ class Grammar:
         formula = target.formula if target is not None else None
         sites = [ln.split(" ") for ln in lines[head + 2:-1:2]]  # complete element (+ label) lines
         if site_line % 2 == 0:  # element line (or end)
+            fill = self._fill(lines, head, len(sites))
             if cur == "":
+                blocked = self.blocked(lines, head, len(sites))
                 if formula is None:
-                    return self.cls["element"]
-                return self._elements(formula, lines[0] if head else "", sites, room,
-                                      self.blocked(lines, head, len(sites)))
+                    return self._packed_elements(fill, lines[0] if head else "", sites, blocked)
+                return self._elements(formula, lines[0] if head else "", sites, room, blocked, fill)
             if self.fmt != "sgs-wyckoff":
                 return self.cls["newline"]
             used = {p[1] for p in sites if len(p) > 1}
             # budget as at the start of this line: element, space and the label typed so far
             after = self._sites_after(room + 2 + len(cur.split(" ")[-1]), len(sites))
-            return self._label(cur, lines[0], used, formula, sites, after, self.blocked(lines, head, len(sites)))
+            return self._label(cur, lines[0], used, formula, sites, after, self.blocked(lines, head, len(sites)), fill)
         allowed = self._numbers(cur, 3, self._coordinate)
         if len(cur.split(" ")[-1]) in (2, 3):  # the digits of a coordinate
             allowed = self._spaced_digits(lines, head, site_line // 2, allowed)
@@ -324,12 +384,20 @@ class Grammar:
             if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS or \
                     self._atoms_bound(symbol, lines[head + 2::2]) + self._largest_orbit(symbol) > PARSE_MAX_ATOMS:
                 return self.cls["eos"]
+            sites = [ln.split(" ") for ln in lines[head + 2::2]]
             if formula is not None:
-                sites = [ln.split(" ") for ln in lines[head + 2::2]]
                 if not self._complete(formula, sites):
                     return self.cls["newline"]
                 if not self._extensible(formula, lines[0] if head else "", sites, room):
                     return self.cls["eos"]
+            fill = self._fill(lines, head, len(sites))
+            if fill is not None:  # not while the cell is nearly empty; no new site once nothing more fits
+                taken = frozenset(p[1] for p in sites if len(p) > 1) | self.blocked(lines, head, len(sites))
+                m = self._smallest_orbit(symbol, taken)
+                names = [e for e, _ in formula] if formula is not None else self.packing.volumes
+                can_end, can_go = fill[0] >= fill[1], any(self._fits(fill, e, m) for e in names)
+                if can_end != can_go:
+                    return self.cls["eos"] if can_end else self.cls["newline"]
             return self._union("newline", "eos")
         return allowed
 
@@ -378,15 +446,23 @@ class Grammar:
         return tuple(sorted(c.items()))
 
     def _can_add(self, formula, symbol: str, sites, element: str, after: int,
-                 blocked: frozenset[str] = frozenset()) -> bool:
-        """Whether a site of ``element`` (some label) can be added and the formula still be reached;
-        ``blocked`` positions count as taken."""
+                 blocked: frozenset[str] = frozenset(), kspan: tuple[int, int] | None = None) -> bool:
+        """Whether a site of ``element`` (some label) can be added and the formula still be reached (in a
+        number of units within ``kspan``); ``blocked`` positions count as taken."""
         used = frozenset(p[1] for p in sites if len(p) > 1) | blocked
         counts = self._counts(sites)
-        return any(self._feasible(symbol, formula, self._add(counts, element, m), used | extra, after)
+        return any(self._feasible(symbol, formula, self._add(counts, element, m), used | extra, after, kspan)
                    for m, extra in self._choices(symbol, used))
 
-    def _elements(self, formula, symbol: str, sites, room: int, blocked: frozenset[str]) -> np.ndarray:
+    def _packed_elements(self, fill, symbol: str, sites, blocked: frozenset[str]) -> np.ndarray:
+        """Without a formula: the elements of which a smallest site still fits the cell (all if none does)."""
+        if fill is None:
+            return self.cls["element"]
+        m = self._smallest_orbit(symbol, frozenset(p[1] for p in sites if len(p) > 1) | blocked)
+        ok = [self.token_id_of[e] for e in self.packing.volumes if e in self.token_id_of and self._fits(fill, e, m)]
+        return np.array(ok, int) if ok else self.cls["element"]
+
+    def _elements(self, formula, symbol: str, sites, room: int, blocked: frozenset[str], fill=None) -> np.ndarray:
         if self.fmt == "sgs":  # keep a row for every element still missing
             rows_left = min(self._sites_after(room, len(sites)) + 1,
                             (PARSE_MAX_ATOMS - self._atoms_bound(symbol, [p[0] for p in sites]))
@@ -395,8 +471,10 @@ class Grammar:
             ok = missing if len(missing) >= rows_left else [e for e, _ in formula]
         else:
             after = self._sites_after(room, len(sites))
-            ok = [e for e, _ in formula if self._can_add(formula, symbol, sites, e, after, blocked)] or \
-                [e for e, _ in formula if self._can_add(formula, symbol, sites, e, after)]
+            kspan = self._kspan(formula, fill)
+            tiers = [(blocked, kspan)] * (kspan is not None) + [(blocked, None), (frozenset(), None)]
+            ok = next((x for x in ([e for e, _ in formula if self._can_add(formula, symbol, sites, e, after, b, k)]
+                                   for b, k in tiers) if x), [])
             if not ok and not sites:  # the formula does not fit the budget: still write a crystal of its elements
                 ok = [e for e, _ in formula]
         return np.array([self.token_id_of[e] for e in ok], int) if ok else self.cls["eos"]
@@ -410,10 +488,11 @@ class Grammar:
 
     @cache  # noqa: B019  (bounded by the distinct partial compositions met while sampling)
     def _feasible(self, symbol: str, formula, counts: tuple[tuple[str, int], ...], used: frozenset[str],
-                  sites: int) -> bool:
-        """Whether some number of formula units is reachable from ``counts`` with at most ``sites`` more
-        sites on the positions left: each element's deficit is a sum of multiplicities of positions with
-        free parameters (reusable) and of unused fixed positions (once each, shared out between elements).
+                  sites: int, kspan: tuple[int, int] | None = None) -> bool:
+        """Whether some number of formula units (within ``kspan``, if given) is reachable from ``counts`` with
+        at most ``sites`` more sites on the positions left: each element's deficit is a sum of multiplicities of
+        positions with free parameters (reusable) and of unused fixed positions (once each, shared out between
+        elements).
         Fixed positions of equal multiplicity are interchangeable, so the search runs over how many of
         each multiplicity every element takes.
         """
@@ -426,7 +505,10 @@ class Grammar:
         top = max([*free, *(m for m, _ in fixed)], default=1)
         per_unit = sum(r for _, r in formula)
         kmin = max(1, max(-(-have.get(e, 0) // r) for e, r in formula))
-        for k in range(kmin, MAX_ATOMS // per_unit + 1):
+        kmax = MAX_ATOMS // per_unit
+        if kspan is not None:
+            kmin, kmax = max(kmin, kspan[0]), min(kmax, kspan[1])
+        for k in range(kmin, kmax + 1):
             deficits = [k * r - have.get(e, 0) for e, r in formula]
             if sum(-(-d // top) for d in deficits) > sites:  # grows with k: no larger k helps
                 return False
@@ -514,7 +596,7 @@ class Grammar:
         return np.array([], int), True
 
     def _label(self, cur: str, symbol: str, used: set[str], formula=None, sites=(), after: int = 0,
-               blocked: frozenset[str] = frozenset()) -> np.ndarray:
+               blocked: frozenset[str] = frozenset(), fill=None) -> np.ndarray:
         parts = cur.split(" ")
         if len(parts) == 1:
             return self.cls["space"]
@@ -522,16 +604,25 @@ class Grammar:
         fixed = self.fixed_labels(symbol)
         counts = self._counts(sites)
 
-        def options(taken: set[str], feasible: bool) -> list[str]:
+        kspan = self._kspan(formula, fill) if formula is not None else None
+
+        def options(taken: set[str], feasible: bool, packed: bool) -> list[str]:
             labs = [lab for lab in self.labels(symbol) if lab.startswith(typed) and lab not in taken & fixed]
+            if packed and formula is None:
+                labs = [lab for lab in labs if self._fits(fill, parts[0], int(lab[:-1]))]
             if not feasible:
                 return labs
             return [lab for lab in labs if self._feasible(symbol, formula, self._add(counts, parts[0], int(lab[:-1])),
-                                                          frozenset(taken | ({lab} & fixed)), after)]
+                                                          frozenset(taken | ({lab} & fixed)), after,
+                                                          kspan if packed else None)]
 
-        # preference: clear of placed atoms and the formula reachable; the formula reachable; any free label
-        tiers = [(used | blocked, formula is not None), (used, formula is not None), (used, False)]
-        labels = next((x for x in (options(t, f) for t, f in tiers) if x), [])
+        # preference: clear of placed atoms, the formula reachable and the cell filled right; then without the
+        # fill; then the formula reachable; then any free label
+        f = formula is not None
+        packed = fill is not None and (kspan is not None or not f)
+        tiers = [(used | blocked, f, True)] * packed + [(used | blocked, f, False), (used, f, False),
+                                                         (used, False, False)]
+        labels = next((x for x in (options(t, f, p) for t, f, p in tiers) if x), [])
         nxt = sorted({lab[len(typed)] for lab in labels if len(lab) > len(typed)})
         ids = [self.token_id[c] for c in nxt]
         if typed in labels:

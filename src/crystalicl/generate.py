@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from crystalicl.conditions import describe
 from crystalicl.errors import ParseError
+from crystalicl.packing import Packing
 from crystalicl.prompts import PromptTemplate
 
 
@@ -40,6 +41,12 @@ class Sample:
         return r
 
 
+def model_packing(meta: dict) -> Packing | None:
+    """The volume increments a model's instruction set was fitted with (None for models trained before)."""
+    d = (meta.get("instructions") or {}).get("packing")
+    return Packing.from_dict(d) if d else None
+
+
 def structure_conditions(structure) -> dict:
     """Formula and space group of a user-supplied crystal (to describe it as a demonstration)."""
     from crystalicl.symmetry import space_group_number
@@ -52,7 +59,8 @@ class Generator:
     """A trained crystalicl model with its tokenizer, text format and prompt template."""
 
     def __init__(self, model, tokenizer, fmt: str, template: PromptTemplate, kind: str = "compact",
-                 constrained: bool | None = None, enforce_conditions: bool = True, check_symmetry: bool = False):
+                 constrained: bool | None = None, enforce_conditions: bool = True, check_symmetry: bool = False,
+                 packing: Packing | None = None):
         self.model, self.tokenizer, self.fmt, self.template, self.kind = model, tokenizer, fmt, template, kind
         self.tokenizer.padding_side = "left"
         self.constrained = (kind == "compact") if constrained is None else constrained
@@ -61,14 +69,18 @@ class Generator:
         # redraw a decoded SGS sample whose crystal analyses to another group than the one it writes (at the
         # paper's scoring tolerance): the grammar cannot see that a P-1 cell with a = b, alpha = beta is C2/m
         self.check_symmetry = check_symmetry
+        # with the grammar on, keep each sample's atoms to what its written cell holds (crystalicl.packing)
+        self.packing = packing
         self._grammar = None
         self.vllm = None  # a VLLMSampler when loaded with backend="vllm"
 
     @classmethod
     def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
                         enforce_conditions: bool = True, backend: str = "hf",
-                        check_symmetry: bool = False) -> Generator:
-        """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there)."""
+                        check_symmetry: bool = False, packing: Packing | bool = True) -> Generator:
+        """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there).
+        ``packing``: True takes the volume increments fitted on the model's training set, where its instruction
+        set recorded them; False samples without; a :class:`Packing` is used as given."""
         import torch
 
         from crystalicl.model.loading import load_trained, read_meta
@@ -88,8 +100,10 @@ class Generator:
             raise ValueError(f"unknown backend {backend!r} (hf or vllm)")
         model, tok, meta = load_trained(Path(model_dir))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if packing is True:
+            packing = model_packing(meta)
         return cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
-                   enforce_conditions, check_symmetry)
+                   enforce_conditions, check_symmetry, packing or None)
 
     @property
     def grammar(self):
@@ -97,11 +111,11 @@ class Generator:
             if self.kind == "compact":
                 from crystalicl.constrained import Grammar
 
-                self._grammar = Grammar(self.tokenizer, self.fmt)
+                self._grammar = Grammar(self.tokenizer, self.fmt, self.packing)
             else:  # a pretrained LLM's subword tokens
                 from crystalicl.subword_grammar import SubwordGrammar
 
-                self._grammar = SubwordGrammar(self.tokenizer, self.fmt)
+                self._grammar = SubwordGrammar(self.tokenizer, self.fmt, self.packing)
         return self._grammar
 
     # --- prompts --------------------------------------------------------------------------------------

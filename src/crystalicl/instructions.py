@@ -9,6 +9,7 @@ conditions as the target. Everything is drawn from one seeded generator, so a se
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -156,6 +157,7 @@ def build_dataset(name: str, split: str = "train", fmt: str = "sgs", mixture: Mi
     """Build (and optionally write) the instruction set of a dataset split; returns a summary."""
     from crystalicl.data.prepare import load_prepared
     from crystalicl.data.registry import dataset
+    from crystalicl.packing import packing_of_texts
 
     info = dataset(name)
     targets = load_prepared(name, split, workers, progress)
@@ -166,6 +168,10 @@ def build_dataset(name: str, split: str = "train", fmt: str = "sgs", mixture: Mi
     records = build(targets, pool, info.conditions, fmt, mixture, seed, progress=progress)
     summary = {"dataset": name, "split": split, "protocol": targets.attrs["protocol"], "format": fmt,
                "seed": seed, "targets": len(targets), "mixture": asdict(mixture)}
+    # the room atoms take, fitted on the pool's crystals: it travels with the trained model (too few crystals to
+    # fit, e.g. a tiny test set: the model samples without the bound)
+    with contextlib.suppress(ValueError):
+        summary["packing"] = packing_of_texts(load_prepared(name, pool_split, workers, progress)["xyz"]).to_dict()
     if out is not None:
         summary["records"] = write_jsonl(records, out)
         Path(str(out) + ".meta.json").write_text(json.dumps(summary, indent=2))

@@ -48,11 +48,11 @@ def token_strings(tokenizer) -> list[str | None]:
 class SubwordGrammar:
     """The SGS / XYZ grammar of :mod:`crystalicl.constrained` over any Hugging Face tokenizer."""
 
-    def __init__(self, tokenizer, fmt: str):
+    def __init__(self, tokenizer, fmt: str, packing=None):
         from crystalicl.model.tokenizer import build_tokenizer
 
         compact = build_tokenizer()
-        self.inner = Grammar(compact, fmt)
+        self.inner = Grammar(compact, fmt, packing)
         self.fmt = fmt
         self.head = 0 if fmt == "xyz" else 1
         self.strings = {i: t for t, i in compact.get_vocab().items()}  # compact id -> text

@@ -1,0 +1,98 @@
+"""How much room a crystal's atoms take: per-element volume increments fitted on a training set.
+
+A language model writes the cell before the atoms, and nothing in the text ties the two: unconditional MP-20
+samples spread their volume per atom over 9-41 Å^3 where the test set spans 12-31 (10th-90th percentile,
+``benchmarks/results/density_errors_mp20_2400.md``), and held to a formula the model overfills its cells. The
+cell volume of a real crystal is close to the sum of volume increments of its atoms, ``V ≈ Σ n_e v_e`` (one
+volume per element, fitted by non-negative least squares on relative error): on reduced MP-20 the ratio of the
+two has a log standard deviation of about 0.11. :class:`Packing` holds those volumes and the range of the
+ratio over the training crystals; the grammar (:mod:`crystalicl.constrained`) keeps a sample's atoms inside
+that range of its written cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MIN_CRYSTALS = 5  # an element seen in fewer training crystals gets no volume (its samples are not bounded)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Volume per atom of each element (Å^3) and the range of ``V / Σ n_e v_e`` the training crystals span."""
+
+    volumes: Mapping[str, float] = field(default_factory=dict)
+    low: float = 0.0
+    high: float = float("inf")
+
+    def needed(self, counts: Mapping[str, float]) -> float | None:
+        """``Σ n_e v_e`` of a composition (element -> atoms), or None if an element has no volume."""
+        try:
+            return float(sum(n * self.volumes[e] for e, n in counts.items()))
+        except KeyError:
+            return None
+
+    def window(self, volume: float) -> tuple[float, float]:
+        """The range of ``Σ n_e v_e`` that a cell of ``volume`` Å^3 can hold: from too empty to too full."""
+        return volume / self.high, volume / self.low
+
+    def to_dict(self) -> dict:
+        return {"volumes": dict(sorted(self.volumes.items())), "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Packing:
+        return cls({str(k): float(v) for k, v in d["volumes"].items()}, float(d["low"]), float(d["high"]))
+
+
+def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[float],
+                coverage: float = 0.98) -> Packing:
+    """Fit volume increments to crystals (composition of the cell, its volume) and keep the central
+    ``coverage`` of their ratios as the allowed range."""
+    from scipy.optimize import nnls
+
+    comps, vols = list(compositions), np.asarray(list(volumes), float)
+    if not comps or len(comps) != len(vols):
+        raise ValueError("fit_packing needs as many compositions as volumes, at least one")
+    seen: dict[str, int] = {}
+    for c in comps:
+        for e in c:
+            seen[e] = seen.get(e, 0) + 1
+    elements = sorted(e for e, k in seen.items() if k >= MIN_CRYSTALS)
+    index = {e: i for i, e in enumerate(elements)}
+    rows = [i for i, c in enumerate(comps) if all(e in index for e in c)]
+    if not rows:
+        raise ValueError(f"no element is seen in {MIN_CRYSTALS} crystals: too few to fit volume increments")
+    a = np.zeros((len(rows), len(elements)))
+    for r, i in enumerate(rows):
+        for e, n in comps[i].items():
+            a[r, index[e]] = n
+    b = vols[rows]
+    x, _ = nnls(a / b[:, None], np.ones(len(rows)))  # relative error: every crystal counts alike
+    ratio = b / np.maximum(a @ x, 1e-9)
+    tail = (1.0 - coverage) / 2.0
+    low, high = np.quantile(ratio, [tail, 1.0 - tail])
+    return Packing({e: float(v) for e, v in zip(elements, x, strict=True) if v > 0}, float(low), float(high))
+
+
+def cell_volume(lengths: Iterable[float], angles_deg: Iterable[float]) -> float:
+    """Volume of a cell from its lengths (Å) and angles (degrees)."""
+    a, b, c = lengths
+    ca, cb, cg = np.cos(np.radians(list(angles_deg)))
+    return float(a * b * c * np.sqrt(max(1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg, 0.0)))
+
+
+def packing_of_texts(texts: Iterable[str], coverage: float = 0.98) -> Packing:
+    """Fit :class:`Packing` to crystals written as XYZ text (cell lengths, angles, then one element line and one
+    coordinate line per atom): the prepared datasets carry it, so no structure needs parsing."""
+    comps, vols = [], []
+    for t in texts:
+        lines = t.strip().split("\n")
+        counts: dict[str, int] = {}
+        for el in lines[2::2]:
+            counts[el.strip()] = counts.get(el.strip(), 0) + 1
+        comps.append(counts)
+        vols.append(cell_volume(map(float, lines[0].split()), map(float, lines[1].split())))
+    return fit_packing(comps, vols, coverage)
