@@ -462,3 +462,21 @@ def test_symmetry_check_redraws_real_carbon_crystals_written_with_a_group_they_l
         assert s.attempts == 1 and s.structure is not None
         assert (s.meta["symmetry_mismatch"] is not None) == bad
         assert ('"symmetry_mismatch": "written P1 (1), analysed' in json.dumps(s.record())) == bad
+
+
+def test_generator_takes_the_packing_its_instruction_set_recorded(tiny_model, tmp_path):
+    """The volume increments travel with the model: ``packing=True`` reads them from its metadata."""
+    import shutil
+
+    from crystalicl.packing import packing_of_texts
+
+    df = sample("perov5", "val", n=60)
+    fitted = packing_of_texts([prepare_one(m, c)["xyz"] for m, c in zip(df.material_id, df.cif, strict=True)])
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model[0], model)
+    meta = json.loads((model / "crystalicl.json").read_text())
+    meta["instructions"] = {**(meta.get("instructions") or {}), "packing": fitted.to_dict()}
+    (model / "crystalicl.json").write_text(json.dumps(meta))
+    assert Generator.from_pretrained(model, packing=True).grammar.packing == fitted
+    assert Generator.from_pretrained(model).grammar.packing is None  # the API measures the model by default
+    assert Generator.from_pretrained(tiny_model[0], packing=True).packing is None  # recorded none

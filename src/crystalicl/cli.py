@@ -111,7 +111,7 @@ def _generate(a) -> None:
     from crystalicl.generate import Generator, conditional_jobs, generate_to_file, unconditional_jobs
 
     gen = Generator.from_pretrained(a.model, constrained=a.constrained, enforce_conditions=a.enforce_conditions,
-                                    backend=a.backend, check_symmetry=a.check_symmetry)
+                                    backend=a.backend, check_symmetry=a.check_symmetry, packing=a.packing)
     kw = {"batch_size": a.batch_size, "seed": a.seed, "temperature": a.temperature, "top_p": a.top_p,
           "max_new_tokens": a.max_new_tokens}
     if a.mode == "unconditional":
@@ -267,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--check-symmetry", dest="check_symmetry", action=argparse.BooleanOptionalAction, default=True,
                    help="redraw (up to 5 draws) an SGS sample whose crystal analyses to another space group than "
                         "the one it writes, at symprec 0.01 (e.g. a P-1 cell that is really C2/m)")
+    q.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True,
+                   help="with the grammar on, keep each crystal's atoms to what its written cell holds (volume "
+                        "increments fitted on the model's training crystals; models trained before they were "
+                        "recorded sample without)")
     q.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                    help="vllm: sample with vLLM on a GPU (installed separately; no grammar constraint there)")
     q.add_argument("--seed", type=int, default=0)

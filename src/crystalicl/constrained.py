@@ -31,7 +31,9 @@ coordinates). A sample cut by the token budget still ends, so it may then miss t
 A :class:`crystalicl.packing.Packing` (``Grammar(..., packing=)``) ties the atoms to the written cell: the
 crystal cannot end while its atoms' volume increments fill less of the cell than the training crystals ever
 do, and a site (element, Wyckoff label) that would overfill it is not offered; held to a formula, only
-numbers of formula units that fit the cell are aimed at. Where nothing fits, the bound steps aside.
+numbers of formula units that fit the cell are aimed at. Where nothing fits, the bound steps aside. In ``sgs``
+text a site's size follows from its coordinates: only the digits of its last coordinate are held to the bound,
+so a site whose first two coordinates leave the special positions can still overfill the cell.
 """
 
 from __future__ import annotations
@@ -288,15 +290,26 @@ class Grammar:
         metric, atoms, group, matrix = geo
         done = [float(x) for x in parts[:-1]]
         pad = [0.0] * (2 - len(done))  # coordinates after the last free one do not move the orbit
+        fill = self._fill(lines, head, n_sites)
+        volume = self.packing.volumes.get(lines[-2].split(" ")[0]) if fill is not None else None
+        orbits: dict[str, tuple[bool, int]] = {}
 
-        def clear(value: str) -> bool:
-            xyz = [*done, float(value), *pad]
-            return _min_distance(self._orbit(group, label, xyz, matrix), atoms, metric) >= MIN_DISTANCE
+        def clear(value: str, packed: bool) -> bool:
+            """Clear of the atoms placed (and, ``packed``, not overfilling the cell: sgs orbits grow with
+            coordinates off the special positions)."""
+            if value not in orbits:
+                orbit = self._orbit(group, label, [*done, float(value), *pad], matrix)
+                orbits[value] = (_min_distance(orbit, atoms, metric) >= MIN_DISTANCE, len(orbit))
+            apart, size = orbits[value]
+            return apart and (not packed or fill[0] + volume * size <= fill[2])
 
         typed = parts[-1]
-        keep = [t for t in allowed if any(clear(typed + self.digit_of[int(t)] + tail)
-                                          for tail in ([""] if len(typed) == 3 else "0123456789"))]
-        return np.array(keep, int) if keep else allowed
+        for packed in [True] * (volume is not None) + [False]:
+            keep = [t for t in allowed if any(clear(typed + self.digit_of[int(t)] + tail, packed)
+                                              for tail in ([""] if len(typed) == 3 else "0123456789"))]
+            if keep:
+                return np.array(keep, int)
+        return allowed
 
     def _union(self, *names) -> np.ndarray:
         return np.concatenate([self.cls[n] for n in names])

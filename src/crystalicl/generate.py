@@ -77,10 +77,11 @@ class Generator:
     @classmethod
     def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
                         enforce_conditions: bool = True, backend: str = "hf",
-                        check_symmetry: bool = False, packing: Packing | bool = True) -> Generator:
+                        check_symmetry: bool = False, packing: Packing | bool = False) -> Generator:
         """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there).
-        ``packing``: True takes the volume increments fitted on the model's training set, where its instruction
-        set recorded them; False samples without; a :class:`Packing` is used as given."""
+        ``packing`` (grammar only): True bounds the atoms by the cell with the volume increments fitted on the
+        model's training set, where its instruction set recorded them; a :class:`Packing` is used as given; off
+        by default, so that samples measure the model (``crystalicl generate`` turns it on)."""
         import torch
 
         from crystalicl.model.loading import load_trained, read_meta

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from conftest import sample
+from pymatgen.core import Structure
+
+from crystalicl.constrained import Grammar
+from crystalicl.data.prepare import prepare_one
+from crystalicl.model.tokenizer import build_tokenizer
+from crystalicl.packing import Packing, fit_packing, packing_of_texts
+from crystalicl.text import decode
+
+
+def _crystals(name: str, split: str, n: int, seed: int = 0) -> list[Structure]:
+    df = sample(name, split, n=n, seed=seed)
+    return [Structure.from_str(c, fmt="cif") for c in df.cif]
+
+
+def _ratio(packing: Packing, s: Structure) -> float | None:
+    need = packing.needed(s.composition.get_el_amt_dict())
+    return None if need is None else s.volume / need
+
+
+@pytest.fixture(scope="module")
+def mp20_packing() -> Packing:
+    """Volume increments fitted on 600 real MP-20 (binary and ternary) training crystals."""
+    train = _crystals("mp20_biternary", "val", 600)
+    return fit_packing([s.composition.get_el_amt_dict() for s in train], [s.volume for s in train])
+
+
+def test_volume_increments_predict_held_out_cell_volumes(mp20_packing):
+    ratios = [r for s in _crystals("mp20_biternary", "test", 150) if (r := _ratio(mp20_packing, s)) is not None]
+    assert len(ratios) >= 100  # elements seen in fewer than five training crystals leave a crystal unbounded
+    r = np.array(ratios)
+    assert 0.6 < mp20_packing.low < 1.0 < mp20_packing.high < 2.0
+    assert np.mean((r >= mp20_packing.low) & (r <= mp20_packing.high)) >= 0.9
+    assert np.median(np.abs(np.log(r))) < 0.12  # the cell's volume per atom alone spreads far wider
+    vpa = np.array([s.volume / len(s) for s in _crystals("mp20_biternary", "test", 150)])
+    assert np.median(np.abs(np.log(vpa / np.median(vpa)))) > 2 * np.median(np.abs(np.log(r)))
+    assert 8 < mp20_packing.volumes["O"] < 20 and mp20_packing.volumes["Cs"] > 3 * mp20_packing.volumes["O"]
+
+
+def test_fitting_from_xyz_text_matches_fitting_from_structures():
+    df = sample("mp20_biternary", "val", n=200, seed=1)
+    structures = [Structure.from_str(c, fmt="cif") for c in df.cif]
+    texts = [prepare_one(m, c)["xyz"] for m, c in zip(df.material_id, df.cif, strict=True)]
+    a = packing_of_texts(texts)
+    b = fit_packing([s.composition.get_el_amt_dict() for s in structures], [s.volume for s in structures])
+    assert set(a.volumes) == set(b.volumes) and len(a.volumes) > 5
+    # the text rounds lengths to 0.1 Å and angles to degrees: the two fits predict the same cell volumes
+    pairs = [(a.needed(c), b.needed(c)) for c in (s.composition.get_el_amt_dict() for s in structures)]
+    diff = np.array([abs(x / y - 1) for x, y in pairs if x is not None])
+    assert len(diff) > 50 and np.median(diff) < 0.03
+    assert Packing.from_dict(a.to_dict()) == a
+    with pytest.raises(ValueError):
+        fit_packing([{"Na": 1}], [1.0, 2.0])
+
+
+def test_grammar_ends_a_crystal_only_once_its_cell_is_filled():
+    """Rock salt, a = 5.6 Å: 175.6 Å^3 holds atoms worth 117-220 Å^3 at Na 20, Cl 22 and ratios 0.8-1.5."""
+    tok = build_tokenizer()
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5))
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    cell = "Fm-3m\n5.6 5.6 5.6\n90 90 90\n"
+    half = cell + "Na 4a\n0.00 0.00 0.00"  # 80 Å^3: too empty to end
+    assert {inv[int(t)] for t in g.allowed(half)} == {"\n"}
+    full = half + "\nCl 4b\n0.50 0.50 0.50"  # 168 Å^3: the smallest site left (8c, 160 Å^3 of Na) overfills it
+    assert list(g.allowed(full)) == [tok.eos_token_id]
+    # a 24-atom site of Na would overfill the half-filled cell; 4b (80 more, 160 in all) fits
+    labels = {inv[int(t)] for t in g.allowed(half + "\nNa ")}
+    assert "4" in labels and "2" not in labels and "8" not in labels
+    # without the bound both ways stay open
+    free = Grammar(tok, "sgs-wyckoff")
+    assert {inv[int(t)] for t in free.allowed(half)} == {"\n", tok.eos_token}
+    # held to the formula NaCl: one site of each, and the grammar aims at 4 formula units (4 × 42 = 168 Å^3)
+    target = g.target({"formula": "NaCl", "space_group": 225})
+    assert g._kspan(target.formula, g._fill(half.split("\n"), 1, 1)) == (3, 5)
+
+
+@pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz"])
+def test_random_walks_on_real_cells_fill_them_as_real_crystals_do(mp20_packing, fmt):
+    """Random tokens after a real crystal's cell: with the bound, the decoded atoms fill the cell as the
+    training crystals do; without it, mostly not. (In ``sgs`` text a site's orbit follows from all three of its
+    coordinates, and random ones leave the special positions: only the model's own coordinates keep it in.)"""
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    df = sample("mp20_biternary", "test", n=16, seed=3)
+    cells = ["\n".join(prepare_one(m, c)[fmt.replace("-", "_")].split("\n")[:3]) + "\n"
+             for m, c in zip(df.material_id, df.cif, strict=True)]
+    rng = np.random.default_rng(0)
+    inside = {}
+    for bounded in (True, False):
+        g = Grammar(tok, fmt, mp20_packing if bounded else None)
+        hits = []
+        for cell in cells:
+            text = cell
+            for step in range(500):
+                t = int(rng.choice(g.allowed(text, room=500 - step)))
+                if t == tok.eos_token_id:
+                    break
+                text += inv[t]
+            r = _ratio(mp20_packing, decode(text, fmt))
+            hits.append(r is not None and mp20_packing.low <= r <= mp20_packing.high)
+        inside[bounded] = np.mean(hits)
+    assert inside[True] >= 0.8, inside
+    assert inside[False] <= inside[True] - 0.3, inside
