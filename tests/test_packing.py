@@ -103,3 +103,48 @@ def test_random_walks_on_real_cells_fill_them_as_real_crystals_do(mp20_packing, 
         inside[bounded] = np.mean(hits)
     assert inside[True] >= 0.8, inside
     assert inside[False] <= inside[True] - 0.3, inside
+
+
+def test_a_cell_too_small_for_the_formula_is_not_written():
+    """Held to NaCl in Fm-3m (4 or 8 formula units in the conventional cell; Na 20, Cl 22 Å^3), the third length
+    can only make a cell that holds a whole number of units: after a = b = 5.6 Å, c = 1.x Å (83 Å^3 at most) is
+    refused and c = 10-12 Å (353-484 Å^3: 8 units) is offered."""
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5))
+    target = g.target({"formula": "NaCl", "space_group": 225})
+    offered = {inv[int(t)] for t in g.allowed("Fm-3m\n5.6 5.6 1", 400, target)}
+    assert "." not in offered and {"0", "1", "2"} <= offered
+    assert "." in {inv[int(t)] for t in Grammar(tok, "sgs-wyckoff").allowed("Fm-3m\n5.6 5.6 1", 400, target)}
+
+
+def test_random_walks_held_to_real_targets_fill_their_cells(mp20_packing):
+    """Real MP-20 targets (formula and space group), the target's own a and b, then random tokens: the formula
+    is always met and, with the bound, the atoms fill the cell as the training crystals do."""
+    from pymatgen.core import Composition
+
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    df = sample("mp20_biternary", "test", n=16, seed=5)
+    rows = [prepare_one(m, c) for m, c in zip(df.material_id, df.cif, strict=True)]
+    rng = np.random.default_rng(2)
+    inside = {}
+    for bounded in (True, False):
+        g = Grammar(tok, "sgs-wyckoff", mp20_packing if bounded else None)
+        hits = []
+        for row in rows:
+            target = g.target({"formula": row["formula"], "space_group": row["space_group"]})
+            lines = row["sgs_wyckoff"].split("\n")
+            text = lines[0] + "\n" + " ".join(lines[1].split(" ")[:2]) + " "
+            for step in range(600):
+                t = int(rng.choice(g.allowed(text, room=600 - step, target=target)))
+                if t == tok.eos_token_id:
+                    break
+                text += inv[t]
+            s = decode(text, "sgs-wyckoff")
+            assert s.composition.reduced_formula == Composition(row["formula"]).reduced_formula, text
+            r = _ratio(mp20_packing, s)
+            hits.append(r is not None and mp20_packing.low <= r <= mp20_packing.high)
+        inside[bounded] = np.mean(hits)
+    assert inside[True] >= 0.75, inside
+    assert inside[False] <= inside[True] - 0.3, inside

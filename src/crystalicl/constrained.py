@@ -31,7 +31,9 @@ coordinates). A sample cut by the token budget still ends, so it may then miss t
 A :class:`crystalicl.packing.Packing` (``Grammar(..., packing=)``) ties the atoms to the written cell: the
 crystal cannot end while its atoms' volume increments fill less of the cell than the training crystals ever
 do, and a site (element, Wyckoff label) that would overfill it is not offered; held to a formula, only
-numbers of formula units that fit the cell are aimed at. Where nothing fits, the bound steps aside. In ``sgs``
+numbers of formula units that fit the cell are aimed at, and (for a crystal system whose angles the decoder fixes)
+the third cell length can only make a cell that holds a whole number of them. Where nothing fits, the bound steps
+aside. In ``sgs``
 text a site's size follows from its coordinates: only the digits of its last coordinate are held to the bound,
 so a site whose first two coordinates leave the special positions can still overfill the cell.
 """
@@ -52,6 +54,10 @@ MAX_SITES = 64
 SITE_TOKENS = 24  # element, label, three coordinates, separators
 MAX_ATOMS = 256  # largest cell (conventional, for sgs-wyckoff) a formula constraint will aim at
 MIN_DISTANCE = 0.5  # Å, as metrics.validity.structure_valid
+# every cell length the grammar can write ([1-9] digit? . digit), and its index
+LENGTH_TEXTS = tuple(f"{i / 10:.1f}" for i in range(10, 1000))
+LENGTH_VALUES = np.array([float(x) for x in LENGTH_TEXTS])
+LENGTH_INDEX = {x: i for i, x in enumerate(LENGTH_TEXTS)}
 
 
 def _min_distance(points: np.ndarray, others: np.ndarray, metric: np.ndarray) -> float:
@@ -276,6 +282,52 @@ class Grammar:
         lo, hi = max(1, int(np.ceil(fill[1] / unit))), int(np.floor(fill[2] / unit))
         return (lo, hi) if lo <= hi else None
 
+    @cache  # noqa: B019  (bounded by the targets met)
+    def _volumes(self, symbol: str, formula, sites: int) -> tuple[tuple[float, float], ...]:
+        """Cell volumes (ranges) that hold a whole number of formula units the group's positions can give."""
+        unit = self.packing.needed(dict(formula))
+        if not unit:
+            return ()
+        return tuple((self.packing.low * k * unit, self.packing.high * k * unit)
+                     for k in range(1, MAX_ATOMS // sum(r for _, r in formula) + 1)
+                     if self._feasible(symbol, formula, (), frozenset(), sites, (k, k)))
+
+    @cache  # noqa: B019  (bounded by the cells met)
+    def _c_volumes(self, symbol: str, a: float, b: float) -> np.ndarray:
+        """Decoded cell volume for every third length the grammar can write (:data:`LENGTHS`), after a, b."""
+        from crystalicl.text.sgs import cell_matrix
+
+        group = self.groups[symbol]
+        return np.array([abs(float(np.linalg.det(cell_matrix(group, (a, b, c, 90.0, 90.0, 90.0)))))
+                         for c in LENGTH_VALUES])
+
+    def _packed_length(self, symbol: str, cur: str, allowed: np.ndarray, formula, room: int) -> np.ndarray:
+        """Held to a formula: the digits of the third cell length after which the cell can still hold a whole
+        number of formula units (a crystal system whose angles the decoder fixes: its volume is then known from
+        the lengths alone). A cell too small for the formula would otherwise fill with overlapping atoms."""
+        parts = cur.split(" ")
+        if len(parts) != 3 or self.groups[symbol].crystal_system in ("triclinic", "monoclinic"):
+            return allowed
+        ranges = self._volumes(symbol, formula, max(1, min(MAX_SITES, room // SITE_TOKENS - 1)))
+        if not ranges:
+            return allowed
+        volumes = self._c_volumes(symbol, float(parts[0]), float(parts[1]))
+        fits = np.zeros(len(volumes), bool)
+        for lo, hi in ranges:
+            fits |= (volumes >= lo) & (volumes <= hi)
+        if not fits.any():
+            return allowed
+        typed, newline = parts[2], int(self.cls["newline"][0])
+        keep = []
+        for t in allowed:
+            nxt = typed if int(t) == newline else typed + ("." if int(t) == int(self.cls["dot"][0])
+                                                            else self.digit_of[int(t)])
+            ok = fits[LENGTH_INDEX[typed]] if int(t) == newline and typed in LENGTH_INDEX else \
+                any(fits[i] for v, i in LENGTH_INDEX.items() if v.startswith(nxt))
+            if ok:
+                keep.append(int(t))
+        return np.array(keep, int) if keep else allowed
+
     def _spaced_digits(self, lines: list[str], head: int, n_sites: int, allowed: np.ndarray) -> np.ndarray:
         """Of the digits ``allowed`` next in the current coordinate, those after which the decoded site can
         still keep clear of the placed atoms and of itself (checked on the last coordinate the site's orbit
@@ -363,7 +415,10 @@ class Grammar:
                 return np.array([self.token_id_of[target.symbol]], int)
             return self.cls["group"]
         if n == head + 1:
-            return self._numbers(cur, 3, self._length)
+            allowed = self._numbers(cur, 3, self._length)
+            if head and target is not None and target.formula is not None and self.packing is not None:
+                return self._packed_length(lines[0], cur, allowed, target.formula, room)
+            return allowed
         if n == head + 2:
             triclinic = head and lines[0] in self.groups and self.groups[lines[0]].crystal_system == "triclinic"
             values = tuple(range(60, 120)) if triclinic else tuple(range(1, 180))
