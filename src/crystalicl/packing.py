@@ -84,9 +84,9 @@ def cell_volume(lengths: Iterable[float], angles_deg: Iterable[float]) -> float:
     return float(a * b * c * np.sqrt(max(1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg, 0.0)))
 
 
-def packing_of_texts(texts: Iterable[str], coverage: float = 0.98) -> Packing:
-    """Fit :class:`Packing` to crystals written as XYZ text (cell lengths, angles, then one element line and one
-    coordinate line per atom): the prepared datasets carry it, so no structure needs parsing."""
+def cells_of_texts(texts: Iterable[str]) -> tuple[list[dict[str, int]], list[float]]:
+    """(composition of the cell, its volume) of crystals written as XYZ text (cell lengths, angles, then one
+    element line and one coordinate line per atom): the prepared datasets carry it, so no structure is parsed."""
     comps, vols = [], []
     for t in texts:
         lines = t.strip().split("\n")
@@ -95,4 +95,9 @@ def packing_of_texts(texts: Iterable[str], coverage: float = 0.98) -> Packing:
             counts[el.strip()] = counts.get(el.strip(), 0) + 1
         comps.append(counts)
         vols.append(cell_volume(map(float, lines[0].split()), map(float, lines[1].split())))
-    return fit_packing(comps, vols, coverage)
+    return comps, vols
+
+
+def packing_of_texts(texts: Iterable[str], coverage: float = 0.98) -> Packing:
+    """Fit :class:`Packing` to crystals written as XYZ text (:func:`cells_of_texts`)."""
+    return fit_packing(*cells_of_texts(texts), coverage)
