@@ -33,9 +33,8 @@ crystal cannot end while its atoms' volume increments fill less of the cell than
 do, and a site (element, Wyckoff label) that would overfill it is not offered; held to a formula, only
 numbers of formula units that fit the cell are aimed at, and (for a crystal system whose angles the decoder fixes)
 the third cell length can only make a cell that holds a whole number of them. Where nothing fits, the bound steps
-aside. In ``sgs``
-text a site's size follows from its coordinates: only the digits of its last coordinate are held to the bound,
-so a site whose first two coordinates leave the special positions can still overfill the cell.
+aside. In ``sgs`` text a site's size follows from its coordinates: only the digits of its last coordinate are held
+to the bound, so a site whose first two coordinates leave the special positions can still overfill the cell.
 """
 
 from __future__ import annotations
@@ -294,7 +293,7 @@ class Grammar:
 
     @cache  # noqa: B019  (bounded by the cells met)
     def _c_volumes(self, symbol: str, a: float, b: float) -> np.ndarray:
-        """Decoded cell volume for every third length the grammar can write (:data:`LENGTHS`), after a, b."""
+        """Decoded cell volume for every third length the grammar can write (:data:`LENGTH_TEXTS`), after a, b."""
         from crystalicl.text.sgs import cell_matrix
 
         group = self.groups[symbol]
