@@ -148,3 +148,21 @@ def test_random_walks_held_to_real_targets_fill_their_cells(mp20_packing):
         inside[bounded] = np.mean(hits)
     assert inside[True] >= 0.75, inside
     assert inside[False] <= inside[True] - 0.3, inside
+
+
+def test_no_cell_holds_more_atoms_than_the_largest_training_cell_allows():
+    """At most 2 atoms a primitive cell (so 8 in the face-centred conventional cell of Fm-3m): Cl on 8c after
+    Na on 4a would make 12, and a NaCl cell can only be written for 4 formula units (c between 4.2 and 7.7 Å
+    after a = b = 5.6 Å), not for 8 (c from 10 Å, offered without the cap)."""
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    half = "Fm-3m\n5.6 5.6 5.6\n90 90 90\nNa 4a\n0.00 0.00 0.00\nCl "
+    capped = Grammar(tok, "sgs-wyckoff", Packing({"Na": 10.0, "Cl": 10.0}, 0.8, 1.5, max_atoms=2))
+    uncapped = Grammar(tok, "sgs-wyckoff", Packing({"Na": 10.0, "Cl": 10.0}, 0.8, 1.5))
+    assert {inv[int(t)] for t in capped.allowed(half)} == {"4"}
+    assert {"4", "8"} <= {inv[int(t)] for t in uncapped.allowed(half)}
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5, max_atoms=2))
+    target = g.target({"formula": "NaCl", "space_group": 225})
+    assert {inv[int(t)] for t in g.allowed("Fm-3m\n5.6 5.6 ", 400, target)} == {"4", "5", "6", "7"}
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5))
+    assert "1" in {inv[int(t)] for t in g.allowed("Fm-3m\n5.6 5.6 ", 400, target)}

@@ -231,9 +231,10 @@ class Grammar:
         return self._blocked_cache[key]
 
     # --- atoms that fit the cell (packing) --------------------------------------------------------------
-    def _fill(self, lines: list[str], head: int, n_sites: int) -> tuple[float, float, float] | None:
+    def _fill(self, lines: list[str], head: int, n_sites: int) -> tuple[float, float, float, int, float] | None:
         """(volume increments of the atoms of the first ``n_sites`` sites, the least and the most the written
-        cell holds), or None without a packing, a cell, or a volume for every element placed."""
+        cell holds, its atoms, the most atoms it may have), or None without a packing, a cell, or a volume for
+        every element placed."""
         if self.packing is None:
             return None
         key = "\n".join(lines[:head + 2 + 2 * n_sites])
@@ -249,11 +250,19 @@ class Grammar:
                         break
                     total, before = total + v * (atoms - before), atoms
                 else:
-                    out = (total, *self.packing.window(abs(float(np.linalg.det(geo[3])))))
+                    out = (total, *self.packing.window(abs(float(np.linalg.det(geo[3])))), before,
+                           self._atom_cap(lines[0] if head else ""))
             if len(self._fill_cache) > 50_000:
                 self._fill_cache.clear()
             self._fill_cache[key] = out
         return self._fill_cache[key]
+
+    def _atom_cap(self, symbol: str) -> float:
+        """Most atoms a cell may hold: the training crystals' largest primitive cell, times the lattice points
+        of the group's conventional cell (sgs text writes it; P 1, A/B/C/I 2, R 3 on hexagonal axes, F 4)."""
+        if self.packing is None or self.packing.max_atoms is None:
+            return float("inf")
+        return self.packing.max_atoms * ({"A": 2, "B": 2, "C": 2, "I": 2, "R": 3, "F": 4}.get(symbol[:1], 1))
 
     def _smallest_orbit(self, symbol: str, taken: frozenset[str] = frozenset()) -> int:
         """Fewest atoms a next site can add (sgs: its orbit depends on its coordinates; the group's smallest)."""
@@ -268,7 +277,7 @@ class Grammar:
         if fill is None:
             return True
         v = self.packing.volumes.get(element)
-        return v is not None and fill[0] + v * m <= fill[2]
+        return v is not None and fill[0] + v * m <= fill[2] and fill[3] + m <= fill[4]
 
     def _kspan(self, formula, fill) -> tuple[int, int] | None:
         """Numbers of formula units that fill the written cell neither too little nor too much (None: no
@@ -278,7 +287,8 @@ class Grammar:
         unit = self.packing.needed(dict(formula))
         if not unit:
             return None
-        lo, hi = max(1, int(np.ceil(fill[1] / unit))), int(np.floor(fill[2] / unit))
+        lo = max(1, int(np.ceil(fill[1] / unit)))
+        hi = int(min(np.floor(fill[2] / unit), fill[4] // sum(r for _, r in formula)))
         return (lo, hi) if lo <= hi else None
 
     @cache  # noqa: B019  (bounded by the targets met)
@@ -287,8 +297,9 @@ class Grammar:
         unit = self.packing.needed(dict(formula))
         if not unit:
             return ()
+        per_unit = sum(r for _, r in formula)
         return tuple((self.packing.low * k * unit, self.packing.high * k * unit)
-                     for k in range(1, MAX_ATOMS // sum(r for _, r in formula) + 1)
+                     for k in range(1, int(min(MAX_ATOMS, self._atom_cap(symbol)) // per_unit) + 1)
                      if self._feasible(symbol, formula, (), frozenset(), sites, (k, k)))
 
     @cache  # noqa: B019  (bounded by the cells met)
@@ -352,7 +363,7 @@ class Grammar:
                 orbit = self._orbit(group, label, [*done, float(value), *pad], matrix)
                 orbits[value] = (_min_distance(orbit, atoms, metric) >= MIN_DISTANCE, len(orbit))
             apart, size = orbits[value]
-            return apart and (not packed or fill[0] + volume * size <= fill[2])
+            return apart and (not packed or (fill[0] + volume * size <= fill[2] and fill[3] + size <= fill[4]))
 
         typed = parts[-1]
         for packed in [True] * (volume is not None) + [False]:

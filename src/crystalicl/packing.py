@@ -22,11 +22,13 @@ MIN_CRYSTALS = 5  # an element seen in fewer training crystals gets no volume (i
 
 @dataclass(frozen=True)
 class Packing:
-    """Volume per atom of each element (Å^3) and the range of ``V / Σ n_e v_e`` the training crystals span."""
+    """Volume per atom of each element (Å^3), the range of ``V / Σ n_e v_e`` the training crystals span, and the
+    most atoms one of them has in its primitive cell (a runaway sample fills a large cell with far more)."""
 
     volumes: Mapping[str, float] = field(default_factory=dict)
     low: float = 0.0
     high: float = float("inf")
+    max_atoms: int | None = None
 
     def needed(self, counts: Mapping[str, float]) -> float | None:
         """``Σ n_e v_e`` of a composition (element -> atoms), or None if an element has no volume."""
@@ -40,17 +42,19 @@ class Packing:
         return volume / self.high, volume / self.low
 
     def to_dict(self) -> dict:
-        return {"volumes": dict(sorted(self.volumes.items())), "low": self.low, "high": self.high}
+        return {"volumes": dict(sorted(self.volumes.items())), "low": self.low, "high": self.high,
+                "max_atoms": self.max_atoms}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Packing:
-        return cls({str(k): float(v) for k, v in d["volumes"].items()}, float(d["low"]), float(d["high"]))
+        return cls({str(k): float(v) for k, v in d["volumes"].items()}, float(d["low"]), float(d["high"]),
+                   None if d.get("max_atoms") is None else int(d["max_atoms"]))
 
 
 def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[float],
                 coverage: float = 0.98) -> Packing:
     """Fit volume increments to crystals (composition of the cell, its volume) and keep the central
-    ``coverage`` of their ratios as the allowed range."""
+    ``coverage`` of their ratios as the allowed range (and the largest cell's atoms: give primitive cells)."""
     from scipy.optimize import nnls
 
     comps, vols = list(compositions), np.asarray(list(volumes), float)
@@ -74,7 +78,8 @@ def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[f
     ratio = b / np.maximum(a @ x, 1e-9)
     tail = (1.0 - coverage) / 2.0
     low, high = np.quantile(ratio, [tail, 1.0 - tail])
-    return Packing({e: float(v) for e, v in zip(elements, x, strict=True) if v > 0}, float(low), float(high))
+    return Packing({e: float(v) for e, v in zip(elements, x, strict=True) if v > 0}, float(low), float(high),
+                   int(round(max(sum(c.values()) for c in comps))))
 
 
 def cell_volume(lengths: Iterable[float], angles_deg: Iterable[float]) -> float:
