@@ -29,6 +29,7 @@ metrics in parallel keys) and ``paper_tables.md`` with the paper's numbers besid
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import replace
@@ -191,15 +192,18 @@ class Bench:
         packing = None
         if self.a.packing:
             meta = read_meta(model)
-            packing = model_packing(meta)
-            if packing is None:
-                from crystalicl.data.prepare import load_prepared
-                from crystalicl.packing import packing_of_texts
-
-                packing = packing_of_texts(load_prepared(meta["instructions"]["dataset"], "train")["xyz"])
+            packing = model_packing(meta) or self.dataset_packing(meta["instructions"]["dataset"])
         return Generator.from_pretrained(model, constrained=self.a.lora_grammar or None,
                                          enforce_conditions=self.a.enforce_conditions, backend=self.a.backend,
                                          check_symmetry=self.a.check_symmetry, packing=packing or False)
+
+    @functools.cache  # noqa: B019  (one Bench per run; a few datasets)
+    def dataset_packing(self, name: str):
+        """Volume increments fitted on a dataset's training split, for models trained before they were recorded."""
+        from crystalicl.data.prepare import load_prepared
+        from crystalicl.packing import packing_of_texts
+
+        return packing_of_texts(load_prepared(name, "train")["xyz"])
 
     @staticmethod
     def attempts(gen) -> int:

@@ -238,20 +238,18 @@ class Grammar:
         if self.packing is None:
             return None
         key = "\n".join(lines[:head + 2 + 2 * n_sites])
-        if key not in self._fill_cache:
+        if key not in self._fill_cache:  # built incrementally, like _geometry: the last site added to the rest
             out = None
             geo = self._geometry(lines, head, n_sites)
-            if geo is not None:
-                total, before = 0.0, 0
-                for k in range(1, n_sites + 1):
-                    atoms = len(self._geometry(lines, head, k)[1])
-                    v = self.packing.volumes.get(lines[head + 2 * k].split(" ")[0])
-                    if v is None:
-                        break
-                    total, before = total + v * (atoms - before), atoms
-                else:
-                    out = (total, *self.packing.window(abs(float(np.linalg.det(geo[3])))), before,
-                           self._atom_cap(lines[0] if head else ""))
+            if geo is not None and n_sites == 0:
+                out = (0.0, *self.packing.window(abs(float(np.linalg.det(geo[3])))), 0,
+                       self._atom_cap(lines[0] if head else ""))
+            elif geo is not None:
+                prev = self._fill(lines, head, n_sites - 1)
+                v = self.packing.volumes.get(lines[head + 2 * n_sites].split(" ")[0])
+                if prev is not None and v is not None:
+                    total, least, most, before, cap = prev
+                    out = (total + v * (len(geo[1]) - before), least, most, len(geo[1]), cap)
             if len(self._fill_cache) > 50_000:
                 self._fill_cache.clear()
             self._fill_cache[key] = out

@@ -171,7 +171,7 @@ def build_dataset(name: str, split: str = "train", fmt: str = "sgs", mixture: Mi
     # the room atoms take, fitted on the pool's crystals: it travels with the trained model (too few crystals to
     # fit, e.g. a tiny test set: the model samples without the bound)
     with contextlib.suppress(ValueError):
-        summary["packing"] = packing_of_texts(load_prepared(name, pool_split, workers, progress)["xyz"]).to_dict()
+        summary["packing"] = packing_of_texts(pool.frame["xyz"]).to_dict()
     if out is not None:
         summary["records"] = write_jsonl(records, out)
         Path(str(out) + ".meta.json").write_text(json.dumps(summary, indent=2))

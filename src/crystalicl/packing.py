@@ -82,16 +82,11 @@ def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[f
                    int(round(max(sum(c.values()) for c in comps))))
 
 
-def cell_volume(lengths: Iterable[float], angles_deg: Iterable[float]) -> float:
-    """Volume of a cell from its lengths (Å) and angles (degrees)."""
-    a, b, c = lengths
-    ca, cb, cg = np.cos(np.radians(list(angles_deg)))
-    return float(a * b * c * np.sqrt(max(1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg, 0.0)))
-
-
 def cells_of_texts(texts: Iterable[str]) -> tuple[list[dict[str, int]], list[float]]:
     """(composition of the cell, its volume) of crystals written as XYZ text (cell lengths, angles, then one
     element line and one coordinate line per atom): the prepared datasets carry it, so no structure is parsed."""
+    from pymatgen.core import Lattice
+
     comps, vols = [], []
     for t in texts:
         lines = t.strip().split("\n")
@@ -99,7 +94,7 @@ def cells_of_texts(texts: Iterable[str]) -> tuple[list[dict[str, int]], list[flo
         for el in lines[2::2]:
             counts[el.strip()] = counts.get(el.strip(), 0) + 1
         comps.append(counts)
-        vols.append(cell_volume(map(float, lines[0].split()), map(float, lines[1].split())))
+        vols.append(Lattice.from_parameters(*map(float, lines[0].split()), *map(float, lines[1].split())).volume)
     return comps, vols
 
 
