@@ -195,7 +195,8 @@ class Bench:
             packing = model_packing(meta) or self.dataset_packing(meta["instructions"]["dataset"])
         return Generator.from_pretrained(model, constrained=self.a.lora_grammar or None,
                                          enforce_conditions=self.a.enforce_conditions, backend=self.a.backend,
-                                         check_symmetry=self.a.check_symmetry, packing=packing or False)
+                                         check_symmetry=self.a.check_symmetry, packing=packing or False,
+                                         packing_spread=self.a.packing_spread)
 
     @functools.cache  # noqa: B019  (one Bench per run; a few datasets)
     def dataset_packing(self, name: str):
@@ -229,7 +230,7 @@ class Bench:
             targets = test.sample(n=min(self.a.n, len(test)), random_state=r)
             out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
-            generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r,
+            generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r, processes=self.a.processes,
                              max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
             samples = self.sampled(out, load_samples(out / "samples.jsonl"))
             if self.scoring:
@@ -243,7 +244,8 @@ class Bench:
         gen = self.generator(model)
         out = model.parent / "uncond"
         generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
-                         max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False)
+                         max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False,
+                         processes=self.a.processes)
         samples = self.sampled(out, load_samples(out / "samples.jsonl"))
         if not self.scoring:
             return {}
@@ -661,6 +663,12 @@ def main():
     ap.add_argument("--packing", action="store_true",
                     help="the grammar keeps each sample's atoms to what its written cell holds (volume increments "
                          "of the training crystals, crystalicl.packing), as `crystalicl generate` does")
+    ap.add_argument("--packing-spread", dest="packing_spread", type=float, default=None,
+                    help="with --packing: each unconditional sample is held to its own window of the training "
+                         "crystals' packing ratios, this many quantiles either side of a uniform draw (e.g. 0.1)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="sampling worker processes, each with its own copy of the model (crystalicl.parallel): "
+                         "the grammar is CPU work, so a GPU or spare cores sample faster; samples depend on it")
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
     ap.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
@@ -742,10 +750,16 @@ def main():
         setup["decoding"] = "grammar-constrained, conditions enforced"
     if a.packing:
         setup["decoding"] += "; atoms bounded by the cell volume (packing)"
+    if a.packing_spread and not a.packing:
+        ap.error("--packing-spread narrows the --packing bound: it needs --packing")
+    if a.packing_spread:
+        setup["decoding"] += (f"; each unconditional sample held to its own packing window (±{a.packing_spread} "
+                              "quantiles of the training ratios)")
     if a.check_symmetry:
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
-    for key in ("enforce_conditions", "check_symmetry", "packing", "uncond_share", "few_shot", "switch_at",
+    for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "processes", "uncond_share",
+                "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",
                 "icl_arm"):
         if getattr(a, key) != ap.get_default(key):

@@ -78,6 +78,7 @@ class Target:
 
     symbol: str | None = None  # space-group symbol of the requested group
     formula: tuple[tuple[str, int], ...] | None = None  # reduced composition, element -> count
+    window: tuple[float, float] | None = None  # without a formula: this sample's packing ratio window
 
     @property
     def elements(self) -> frozenset[str] | None:
@@ -85,7 +86,7 @@ class Target:
 
     @property
     def empty(self) -> bool:
-        return self.symbol is None and self.formula is None
+        return self.symbol is None and self.formula is None and self.window is None
 
 
 @cache
@@ -231,10 +232,10 @@ class Grammar:
         return self._blocked_cache[key]
 
     # --- atoms that fit the cell (packing) --------------------------------------------------------------
-    def _fill(self, lines: list[str], head: int, n_sites: int) -> tuple[float, float, float, int, float] | None:
+    def _fill(self, lines: list[str], head: int, n_sites: int) -> tuple[float, float, float, int, float, float] | None:
         """(volume increments of the atoms of the first ``n_sites`` sites, the least and the most the written
-        cell holds, its atoms, the most atoms it may have), or None without a packing, a cell, or a volume for
-        every element placed."""
+        cell holds, its atoms, the most atoms it may have, the cell's volume), or None without a packing, a cell,
+        or a volume for every element placed."""
         if self.packing is None:
             return None
         key = "\n".join(lines[:head + 2 + 2 * n_sites])
@@ -242,18 +243,29 @@ class Grammar:
             out = None
             geo = self._geometry(lines, head, n_sites)
             if geo is not None and n_sites == 0:
-                out = (0.0, *self.packing.window(abs(float(np.linalg.det(geo[3])))), 0,
-                       self._atom_cap(lines[0] if head else ""))
+                volume = abs(float(np.linalg.det(geo[3])))
+                out = (0.0, *self.packing.window(volume), 0, self._atom_cap(lines[0] if head else ""), volume)
             elif geo is not None:
                 prev = self._fill(lines, head, n_sites - 1)
                 v = self.packing.volumes.get(lines[head + 2 * n_sites].split(" ")[0])
                 if prev is not None and v is not None:
-                    total, least, most, before, cap = prev
-                    out = (total + v * (len(geo[1]) - before), least, most, len(geo[1]), cap)
+                    total, least, most, before, cap, volume = prev
+                    out = (total + v * (len(geo[1]) - before), least, most, len(geo[1]), cap, volume)
             if len(self._fill_cache) > 50_000:
                 self._fill_cache.clear()
             self._fill_cache[key] = out
         return self._fill_cache[key]
+
+    @staticmethod
+    def _fills(fill, window: tuple[float, float] | None) -> list:
+        """The fills to bound the atoms by, in order of preference: with a sample's own ratio ``window`` first
+        (its least and most taken from it), then the whole window; none without a bound."""
+        if fill is None:
+            return []
+        if window is None:
+            return [fill]
+        total, _, _, atoms, cap, volume = fill
+        return [(total, volume / window[1], volume / window[0], atoms, cap, volume), fill]
 
     def _atom_cap(self, symbol: str) -> float:
         """Most atoms a cell may hold: the training crystals' largest primitive cell, times the lattice points
@@ -336,7 +348,8 @@ class Grammar:
                 keep.append(int(t))
         return np.array(keep, int) if keep else allowed
 
-    def _spaced_digits(self, lines: list[str], head: int, n_sites: int, allowed: np.ndarray) -> np.ndarray:
+    def _spaced_digits(self, lines: list[str], head: int, n_sites: int, allowed: np.ndarray,
+                       window: tuple[float, float] | None = None) -> np.ndarray:
         """Of the digits ``allowed`` next in the current coordinate, those after which the decoded site can
         still keep clear of the placed atoms and of itself (checked on the last coordinate the site's orbit
         depends on, over every completion of that coordinate; all stay allowed if none can)."""
@@ -354,17 +367,18 @@ class Grammar:
         volume = self.packing.volumes.get(lines[-2].split(" ")[0]) if fill is not None else None
         orbits: dict[str, tuple[bool, int]] = {}
 
-        def clear(value: str, packed: bool) -> bool:
-            """Clear of the atoms placed (and, ``packed``, not overfilling the cell: sgs orbits grow with
-            coordinates off the special positions)."""
+        def clear(value: str, packed) -> bool:
+            """Clear of the atoms placed (and, given a fill ``packed``, not overfilling the cell: sgs orbits grow
+            with coordinates off the special positions)."""
             if value not in orbits:
                 orbit = self._orbit(group, label, [*done, float(value), *pad], matrix)
                 orbits[value] = (_min_distance(orbit, atoms, metric) >= MIN_DISTANCE, len(orbit))
             apart, size = orbits[value]
-            return apart and (not packed or (fill[0] + volume * size <= fill[2] and fill[3] + size <= fill[4]))
+            return apart and (packed is None or (packed[0] + volume * size <= packed[2]
+                                                 and packed[3] + size <= packed[4]))
 
         typed = parts[-1]
-        for packed in [True] * (volume is not None) + [False]:
+        for packed in self._fills(fill if volume is not None else None, window) + [None]:
             keep = [t for t in allowed if any(clear(typed + self.digit_of[int(t)] + tail, packed)
                                               for tail in ([""] if len(typed) == 3 else "0123456789"))]
             if keep:
@@ -438,23 +452,25 @@ class Grammar:
             return self._numbers(cur, 3, lambda x: self._angle(x, values))
         site_line = n - head - 3
         formula = target.formula if target is not None else None
+        window = target.window if target is not None and formula is None else None
         sites = [ln.split(" ") for ln in lines[head + 2:-1:2]]  # complete element (+ label) lines
         if site_line % 2 == 0:  # element line (or end)
             fill = self._fill(lines, head, len(sites))
             if cur == "":
                 blocked = self.blocked(lines, head, len(sites))
                 if formula is None:
-                    return self._packed_elements(fill, lines[0] if head else "", sites, blocked)
+                    return self._packed_elements(self._fills(fill, window), lines[0] if head else "", sites, blocked)
                 return self._elements(formula, lines[0] if head else "", sites, room, blocked, fill)
             if self.fmt != "sgs-wyckoff":
                 return self.cls["newline"]
             used = {p[1] for p in sites if len(p) > 1}
             # budget as at the start of this line: element, space and the label typed so far
             after = self._sites_after(room + 2 + len(cur.split(" ")[-1]), len(sites))
-            return self._label(cur, lines[0], used, formula, sites, after, self.blocked(lines, head, len(sites)), fill)
+            return self._label(cur, lines[0], used, formula, sites, after, self.blocked(lines, head, len(sites)), fill,
+                               self._fills(fill, window)[0] if window is not None else None)
         allowed = self._numbers(cur, 3, self._coordinate)
         if len(cur.split(" ")[-1]) in (2, 3):  # the digits of a coordinate
-            allowed = self._spaced_digits(lines, head, site_line // 2, allowed)
+            allowed = self._spaced_digits(lines, head, site_line // 2, allowed, window)
         if self.cls["newline"][0] in allowed and len(allowed) == 1:  # coordinate line complete
             symbol = lines[0] if head else ""
             if site_line // 2 + 1 >= MAX_SITES or room < SITE_TOKENS or \
@@ -471,9 +487,21 @@ class Grammar:
                 taken = frozenset(p[1] for p in sites if len(p) > 1) | self.blocked(lines, head, len(sites))
                 m = self._smallest_orbit(symbol, taken)
                 names = [e for e, _ in formula] if formula is not None else self.packing.volumes
-                can_end, can_go = fill[0] >= fill[1], any(self._fits(fill, e, m) for e in names)
-                if can_end != can_go:
-                    return self.cls["eos"] if can_end else self.cls["newline"]
+                fills = self._fills(fill, window)  # the sample's own window first, then the whole
+                for i, f in enumerate(fills):
+                    can_end, can_go = f[0] >= f[1], any(self._fits(f, e, m) for e in names)
+                    if can_end != can_go:
+                        return self.cls["eos"] if can_end else self.cls["newline"]
+                    if can_end:  # either way fits: the model chooses
+                        break
+                    if i == 0 and len(fills) > 1:  # too empty for its own window, and the next site overfills it:
+                        whole = fills[1]  # the nearer side, where the whole window allows both
+                        light = min((e for e in names if e in self.packing.volumes), key=self.packing.volumes.get,
+                                    default=None)
+                        if light is not None and f[0] >= whole[1] and self._fits(whole, light, m):
+                            short = f[1] / max(f[0], 1e-9)
+                            over = (f[0] + self.packing.volumes[light] * m) / f[2]
+                            return self.cls["eos"] if short <= over else self.cls["newline"]
             return self._union("newline", "eos")
         return allowed
 
@@ -530,13 +558,18 @@ class Grammar:
         return any(self._feasible(symbol, formula, self._add(counts, element, m), used | extra, after, kspan)
                    for m, extra in self._choices(symbol, used))
 
-    def _packed_elements(self, fill, symbol: str, sites, blocked: frozenset[str]) -> np.ndarray:
-        """Without a formula: the elements of which a smallest site still fits the cell (all if none does)."""
-        if fill is None:
+    def _packed_elements(self, fills: list, symbol: str, sites, blocked: frozenset[str]) -> np.ndarray:
+        """Without a formula: the elements of which a smallest site still fits the cell, by the first of
+        ``fills`` that lets one (all elements if none does)."""
+        if not fills:
             return self.cls["element"]
         m = self._smallest_orbit(symbol, frozenset(p[1] for p in sites if len(p) > 1) | blocked)
-        ok = [self.token_id_of[e] for e in self.packing.volumes if e in self.token_id_of and self._fits(fill, e, m)]
-        return np.array(ok, int) if ok else self.cls["element"]
+        for fill in fills:
+            ok = [self.token_id_of[e] for e in self.packing.volumes
+                  if e in self.token_id_of and self._fits(fill, e, m)]
+            if ok:
+                return np.array(ok, int)
+        return self.cls["element"]
 
     def _elements(self, formula, symbol: str, sites, room: int, blocked: frozenset[str], fill=None) -> np.ndarray:
         if self.fmt == "sgs":  # keep a row for every element still missing
@@ -672,7 +705,7 @@ class Grammar:
         return np.array([], int), True
 
     def _label(self, cur: str, symbol: str, used: set[str], formula=None, sites=(), after: int = 0,
-               blocked: frozenset[str] = frozenset(), fill=None) -> np.ndarray:
+               blocked: frozenset[str] = frozenset(), fill=None, narrow=None) -> np.ndarray:
         parts = cur.split(" ")
         if len(parts) == 1:
             return self.cls["space"]
@@ -682,22 +715,24 @@ class Grammar:
 
         kspan = self._kspan(formula, fill) if formula is not None else None
 
-        def options(taken: set[str], feasible: bool, packed: bool) -> list[str]:
+        def options(taken: set[str], feasible: bool, packed) -> list[str]:
             labs = [lab for lab in self.labels(symbol) if lab.startswith(typed) and lab not in taken & fixed]
-            if packed and formula is None:
-                labs = [lab for lab in labs if self._fits(fill, parts[0], int(lab[:-1]))]
+            if packed is not None and formula is None:
+                labs = [lab for lab in labs if self._fits(packed, parts[0], int(lab[:-1]))]
             if not feasible:
                 return labs
             return [lab for lab in labs if self._feasible(symbol, formula, self._add(counts, parts[0], int(lab[:-1])),
                                                           frozenset(taken | ({lab} & fixed)), after,
-                                                          kspan if packed else None)]
+                                                          kspan if packed is not None else None)]
 
-        # preference: clear of placed atoms, the formula reachable and the cell filled right; then without the
-        # fill; then the formula reachable; then any free label
+        # preference: clear of placed atoms, the formula reachable and the cell filled right (without a formula:
+        # by the sample's own window, then the whole); then without the fill; then the formula reachable; then
+        # any free label
         f = formula is not None
         packed = fill is not None and (kspan is not None or not f)
-        tiers = [(used | blocked, f, True)] * packed + [(used | blocked, f, False), (used, f, False),
-                                                         (used, False, False)]
+        tiers = ([(used | blocked, f, narrow)] * (packed and not f and narrow is not None)
+                 + [(used | blocked, f, fill)] * packed + [(used | blocked, f, None), (used, f, None),
+                                                           (used, False, None)])
         labels = next((x for x in (options(t, f, p) for t, f, p in tiers) if x), [])
         nxt = sorted({lab[len(typed)] for lab in labels if len(lab) > len(typed)})
         ids = [self.token_id[c] for c in nxt]

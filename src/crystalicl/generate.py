@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ class Generator:
 
     def __init__(self, model, tokenizer, fmt: str, template: PromptTemplate, kind: str = "compact",
                  constrained: bool | None = None, enforce_conditions: bool = True, check_symmetry: bool = False,
-                 packing: Packing | None = None):
+                 packing: Packing | None = None, packing_spread: float | None = None):
         self.model, self.tokenizer, self.fmt, self.template, self.kind = model, tokenizer, fmt, template, kind
         self.tokenizer.padding_side = "left"
         self.constrained = (kind == "compact") if constrained is None else constrained
@@ -71,17 +72,24 @@ class Generator:
         self.check_symmetry = check_symmetry
         # with the grammar on, keep each sample's atoms to what its written cell holds (crystalicl.packing)
         self.packing = packing
+        # unconditional samples (no conditions): each draws its own packing-ratio window, ``packing_spread``
+        # quantiles either side of a uniform draw over the training ratios (Packing.drawn_window), so that the
+        # samples spread over the ratio as the training crystals do; None keeps the whole window for every sample
+        self.packing_spread = packing_spread
         self._grammar = None
+        self.source: dict | None = None  # from_pretrained's arguments, where it loaded the model
         self.vllm = None  # a VLLMSampler when loaded with backend="vllm"
 
     @classmethod
     def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
                         enforce_conditions: bool = True, backend: str = "hf",
-                        check_symmetry: bool = False, packing: Packing | bool = False) -> Generator:
+                        check_symmetry: bool = False, packing: Packing | bool = False,
+                        packing_spread: float | None = None) -> Generator:
         """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there).
         ``packing`` (grammar only): True bounds the atoms by the cell with the volume increments fitted on the
         model's training set, where its instruction set recorded them; a :class:`Packing` is used as given; off
-        by default, so that samples measure the model (``crystalicl generate`` turns it on)."""
+        by default, so that samples measure the model (``crystalicl generate`` turns it on). ``packing_spread``:
+        see :attr:`packing_spread`."""
         import torch
 
         from crystalicl.model.loading import load_trained, read_meta
@@ -103,8 +111,13 @@ class Generator:
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if packing is True:
             packing = model_packing(meta)
-        return cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
-                   enforce_conditions, check_symmetry, packing or None)
+        gen = cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
+                  enforce_conditions, check_symmetry, packing or None, packing_spread)
+        # how to load it again: parallel sampling workers (crystalicl.parallel) each load their own copy
+        gen.source = {"model_dir": str(model_dir), "constrained": constrained, "device": device,
+                      "enforce_conditions": enforce_conditions, "check_symmetry": check_symmetry,
+                      "packing": packing or False, "packing_spread": packing_spread}
+        return gen
 
     @property
     def grammar(self):
@@ -133,9 +146,11 @@ class Generator:
 
     # --- sampling -------------------------------------------------------------------------------------
     def sample_texts(self, prompts: list[str], seed: int = 0, temperature: float = 0.9, top_p: float = 0.9,
-                     max_new_tokens: int = 512, conditions: list[dict | None] | None = None) -> list[str]:
+                     max_new_tokens: int = 512, conditions: list[dict | None] | None = None,
+                     windows: list[tuple[float, float] | None] | None = None) -> list[str]:
         """One sampled response per prompt (batched); ``conditions`` (one per prompt) are enforced by the
-        grammar when both ``constrained`` and ``enforce_conditions`` are on."""
+        grammar when both ``constrained`` and ``enforce_conditions`` are on; ``windows`` (one per prompt, or
+        None) are packing-ratio windows the grammar holds prompts without a formula to."""
         import torch
         from transformers import LogitsProcessorList
 
@@ -153,11 +168,14 @@ class Generator:
             mask[i, n - len(e):] = 1
         procs = LogitsProcessorList()
         if self.constrained:
-            from crystalicl.constrained import GrammarLogitsProcessor
+            from crystalicl.constrained import GrammarLogitsProcessor, Target
 
             targets = None
             if self.enforce_conditions and conditions is not None:
                 targets = [self.grammar.target(c) for c in conditions]
+            if windows is not None and any(w is not None for w in windows):
+                targets = [t if w is None else replace(t or Target(), window=w)
+                           for t, w in zip(targets or [None] * len(windows), windows, strict=True)]
             procs.append(GrammarLogitsProcessor(self.grammar, tok, n, max_new_tokens, targets))
         with torch.no_grad():
             out = self.model.generate(
@@ -165,6 +183,14 @@ class Generator:
                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, logits_processor=procs,
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         return [t.strip() for t in tok.batch_decode(out[:, n:], skip_special_tokens=True)]
+
+    def packing_window(self, sample_id: str, seed: int = 0) -> tuple[float, float] | None:
+        """The packing-ratio window of one unconditional sample (see :attr:`packing_spread`): drawn from its id
+        and the seed, so a redraw or a resumed run holds the sample to the same window."""
+        if self.packing is None or not self.packing_spread or not self.constrained:
+            return None
+        u = np.random.default_rng([seed, zlib.crc32(sample_id.encode())]).random()
+        return self.packing.drawn_window(float(u), self.packing_spread)
 
     def decode(self, text: str):
         from crystalicl.text import decode
@@ -180,17 +206,20 @@ class Generator:
         return None if number is None else symmetry_mismatch(structure, number)
 
     def run(self, jobs: list[tuple[str, str, dict]], batch_size: int = 32, seed: int = 0, max_attempts: int = 5,
-            progress: bool = True, **sampling):
+            progress: bool = True, stream: int = 0, **sampling):
         """Yield a :class:`Sample` per job ``(id, prompt, meta)``; unparseable texts (and with ``check_symmetry``
-        crystals without their written group) are redrawn, up to ``max_attempts`` draws."""
+        crystals without their written group) are redrawn, up to ``max_attempts`` draws. ``stream`` gives
+        parallel workers of one run their own random numbers (0: the run's own)."""
         pending = [Sample(i, p, meta={**m, "format": self.fmt}) for i, p, m in jobs]  # records say how to decode
         bar = tqdm(total=len(pending), desc="generate", unit="cryst", disable=not progress)
         rnd = 0
         while pending:
             batch, pending = pending[:batch_size], pending[batch_size:]
             t = time.perf_counter()
-            texts = self.sample_texts([s.prompt for s in batch], seed=seed * 100_003 + rnd,
-                                      conditions=[s.meta.get("conditions") for s in batch], **sampling)
+            texts = self.sample_texts([s.prompt for s in batch], seed=seed * 100_003 + stream * 1_000_003 + rnd,
+                                      conditions=[s.meta.get("conditions") for s in batch],
+                                      windows=[self.packing_window(s.id, seed) if s.meta.get("conditions") is None
+                                               else None for s in batch], **sampling)
             dt = (time.perf_counter() - t) / len(batch)
             rnd += 1
             retry = []
@@ -265,31 +294,46 @@ def done_ids(path: Path) -> set[str]:
 
 
 def generate_to_file(gen: Generator, jobs: list[tuple[str, str, dict]], out_dir: Path, write_cifs: bool = True,
-                     **kw) -> dict:
-    """Run ``jobs`` and append records to ``out_dir/samples.jsonl`` (resumable); returns counts."""
+                     processes: int = 1, **kw) -> dict:
+    """Run ``jobs`` and append records to ``out_dir/samples.jsonl`` (resumable); returns counts.
+
+    ``processes`` > 1 shares the jobs among that many worker processes, each with its own copy of the model
+    (:mod:`crystalicl.parallel`): the grammar runs on the CPU, one row at a time, so on a GPU, or on a CPU with
+    cores to spare, workers multiply throughput. Samples then depend on the number of workers."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "samples.jsonl"
+    if processes > 1:
+        from crystalicl.parallel import generate_in_parallel
+
+        return generate_in_parallel(gen, jobs, out_dir, processes, write_cifs, **kw)
     _repair_tail(path)
     done = done_ids(path)
     todo = [j for j in jobs if j[0] not in done]
-    cif_dir = out_dir / "cifs"
-    if write_cifs:
-        cif_dir.mkdir(exist_ok=True)
     t = time.perf_counter()
+    n_ok, attempts = append_samples(gen, todo, path, out_dir / "cifs" if write_cifs else None, **kw)
+    return {"requested": len(jobs), "already_done": len(jobs) - len(todo), "generated": len(todo),
+            "parsed": n_ok, "attempts": attempts, "seconds": time.perf_counter() - t}
+
+
+def append_samples(gen: Generator, jobs: list[tuple[str, str, dict]], path: Path, cif_dir: Path | None = None,
+                   **kw) -> tuple[int, int]:
+    """Sample ``jobs`` and append a record per crystal to ``path`` as it comes (a killed run keeps what it
+    wrote), its CIF to ``cif_dir``; returns (crystals parsed, draws)."""
+    if cif_dir is not None:
+        cif_dir.mkdir(parents=True, exist_ok=True)
     n_ok = attempts = 0
     with open(path, "a") as f:
-        for s in gen.run(todo, **kw):
+        for s in gen.run(jobs, **kw):
             rec = s.record()
             f.write(json.dumps(rec) + "\n")
             f.flush()
             attempts += s.attempts
             if s.structure is not None:
                 n_ok += 1
-                if write_cifs:
+                if cif_dir is not None:
                     (cif_dir / f"{s.id}.cif").write_text(rec["cif"])
-    return {"requested": len(jobs), "already_done": len(jobs) - len(todo), "generated": len(todo),
-            "parsed": n_ok, "attempts": attempts, "seconds": time.perf_counter() - t}
+    return n_ok, attempts
 
 
 def _repair_tail(path: Path) -> None:

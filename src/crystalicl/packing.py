@@ -23,12 +23,17 @@ MIN_CRYSTALS = 5  # an element seen in fewer training crystals gets no volume (i
 @dataclass(frozen=True)
 class Packing:
     """Volume per atom of each element (Å^3), the range of ``V / Σ n_e v_e`` the training crystals span, and the
-    most atoms one of them has in its primitive cell (a runaway sample fills a large cell with far more)."""
+    most atoms one of them has in its primitive cell (a runaway sample fills a large cell with far more).
+
+    ``ratios`` are the percentiles 0..100 of that ratio over the training crystals: unconditional sampling draws
+    each crystal's own window from them (:meth:`drawn_window`), so its samples spread over the ratio as the
+    training crystals do instead of piling up at the edges of the whole range."""
 
     volumes: Mapping[str, float] = field(default_factory=dict)
     low: float = 0.0
     high: float = float("inf")
     max_atoms: int | None = None
+    ratios: tuple[float, ...] = ()
 
     def needed(self, counts: Mapping[str, float]) -> float | None:
         """``Σ n_e v_e`` of a composition (element -> atoms), or None if an element has no volume."""
@@ -41,14 +46,25 @@ class Packing:
         """The range of ``Σ n_e v_e`` that a cell of ``volume`` Å^3 can hold: from too empty to too full."""
         return volume / self.high, volume / self.low
 
+    def drawn_window(self, u: float, width: float) -> tuple[float, float]:
+        """The ratio window of one sample: the training ratios between the quantiles ``u - width`` and
+        ``u + width`` (clipped to the whole window), for ``u`` drawn uniformly. Without ``ratios`` (a packing
+        recorded before they were kept), the whole window."""
+        if not self.ratios:
+            return self.low, self.high
+        grid = np.linspace(0.0, 1.0, len(self.ratios))
+        lo, hi = np.interp([max(0.0, u - width), min(1.0, u + width)], grid, self.ratios)
+        return max(float(lo), self.low), min(float(hi), self.high)
+
     def to_dict(self) -> dict:
         return {"volumes": dict(sorted(self.volumes.items())), "low": self.low, "high": self.high,
-                "max_atoms": self.max_atoms}
+                "max_atoms": self.max_atoms, "ratios": list(self.ratios)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Packing:
         return cls({str(k): float(v) for k, v in d["volumes"].items()}, float(d["low"]), float(d["high"]),
-                   None if d.get("max_atoms") is None else int(d["max_atoms"]))
+                   None if d.get("max_atoms") is None else int(d["max_atoms"]),
+                   tuple(float(r) for r in d.get("ratios", ())))
 
 
 def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[float],
@@ -79,7 +95,8 @@ def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[f
     tail = (1.0 - coverage) / 2.0
     low, high = np.quantile(ratio, [tail, 1.0 - tail])
     return Packing({e: float(v) for e, v in zip(elements, x, strict=True) if v > 0}, float(low), float(high),
-                   int(round(max(sum(c.values()) for c in comps))))
+                   int(round(max(sum(c.values()) for c in comps))),
+                   tuple(round(float(r), 4) for r in np.percentile(ratio, np.arange(101))))
 
 
 def cells_of_texts(texts: Iterable[str]) -> tuple[list[dict[str, int]], list[float]]:
