@@ -166,3 +166,71 @@ def test_no_cell_holds_more_atoms_than_the_largest_training_cell_allows():
     assert {inv[int(t)] for t in g.allowed("Fm-3m\n5.6 5.6 ", 400, target)} == {"4", "5", "6", "7"}
     g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5))
     assert "1" in {inv[int(t)] for t in g.allowed("Fm-3m\n5.6 5.6 ", 400, target)}
+
+
+def test_a_sample_window_is_drawn_from_the_training_ratios(mp20_packing):
+    """The percentiles of V / Σ n v travel with the fit; a sample's window is the band of training ratios
+    around its draw, inside the whole window; a packing recorded without them keeps the whole window."""
+    r = np.array(mp20_packing.ratios)
+    assert len(r) == 101 and np.all(np.diff(r) >= 0)
+    assert r[1] <= mp20_packing.low <= r[2] and r[98] <= mp20_packing.high <= r[99]
+    lo, hi = mp20_packing.drawn_window(0.5, 0.1)
+    assert (lo, hi) == pytest.approx((r[40], r[60]), rel=1e-3)
+    assert mp20_packing.drawn_window(0.0, 0.1) == pytest.approx((mp20_packing.low, r[10]), rel=1e-3)
+    assert mp20_packing.drawn_window(1.0, 0.1) == pytest.approx((r[90], mp20_packing.high), rel=1e-3)
+    old = Packing.from_dict({k: v for k, v in mp20_packing.to_dict().items() if k != "ratios"})
+    assert old.drawn_window(0.5, 0.1) == (mp20_packing.low, mp20_packing.high)
+    assert Packing.from_dict(mp20_packing.to_dict()) == mp20_packing
+
+
+def test_a_sample_window_decides_where_the_whole_window_leaves_the_choice_open():
+    """Pm-3m, a = 5.2 Å (140.6 Å^3; Na 20, Cl 22 Å^3): Na 1a, Cl 1b and Na 3c fill 102 Å^3, and the next site
+    (3d, 60 more) would fill 162. The whole window (ratios 0.8-1.5: 94-176 Å^3) allows both; a sample held to
+    ratios 0.80-0.85 must go on, one held to 1.3-1.5 must end, and a window that neither allows defers to the
+    whole one."""
+    from crystalicl.constrained import Target
+
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5))
+    text = ("Pm-3m\n5.2 5.2 5.2\n90 90 90\nNa 1a\n0.00 0.00 0.00\nCl 1b\n0.50 0.50 0.50\nNa 3c\n"
+            "0.00 0.50 0.50")
+    assert {inv[int(t)] for t in g.allowed(text)} == {"\n", tok.eos_token}
+    assert {inv[int(t)] for t in g.allowed(text, target=Target(window=(0.8, 0.85)))} == {"\n"}
+    assert list(g.allowed(text, target=Target(window=(1.3, 1.5)))) == [tok.eos_token_id]
+    # 1.05-1.1 (128-134 Å^3): too empty now and overfilled by 3d; 102 -> short by 1.25x, 162 -> over by 1.21x
+    assert {inv[int(t)] for t in g.allowed(text, target=Target(window=(1.05, 1.1)))} == {"\n"}
+    # a window for a formula is ignored: the formula's own bound applies
+    held = g.target({"formula": "Na4Cl"})
+    assert {inv[int(t)] for t in g.allowed(text, target=Target(held.symbol, held.formula, (1.3, 1.5)))} == \
+        {inv[int(t)] for t in g.allowed(text, target=held)}
+
+
+def test_random_walks_on_real_cells_land_in_their_own_windows(mp20_packing):
+    """Random tokens after real MP-20 cells, each walk held to a window drawn from the training ratios: far more
+    of them end inside their own window than walks bounded only by the whole window."""
+    from crystalicl.constrained import Target
+
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    df = sample("mp20_biternary", "test", n=24, seed=7)
+    cells = ["\n".join(prepare_one(m, c)["sgs_wyckoff"].split("\n")[:3]) + "\n"
+             for m, c in zip(df.material_id, df.cif, strict=True)]
+    rng = np.random.default_rng(4)
+    windows = [mp20_packing.drawn_window(float(u), 0.1) for u in rng.random(len(cells))]
+    g = Grammar(tok, "sgs-wyckoff", mp20_packing)
+    inside = {}
+    for own in (True, False):
+        hits = []
+        for cell, w in zip(cells, windows, strict=True):
+            text = cell
+            for step in range(500):
+                t = int(rng.choice(g.allowed(text, room=500 - step, target=Target(window=w) if own else None)))
+                if t == tok.eos_token_id:
+                    break
+                text += inv[t]
+            r = _ratio(mp20_packing, decode(text, "sgs-wyckoff"))
+            hits.append(r is not None and w[0] <= r <= w[1])
+        inside[own] = np.mean(hits)
+    assert inside[True] >= 0.5, inside
+    assert inside[False] <= inside[True] - 0.25, inside

@@ -111,7 +111,8 @@ def _generate(a) -> None:
     from crystalicl.generate import Generator, conditional_jobs, generate_to_file, unconditional_jobs
 
     gen = Generator.from_pretrained(a.model, constrained=a.constrained, enforce_conditions=a.enforce_conditions,
-                                    backend=a.backend, check_symmetry=a.check_symmetry, packing=a.packing)
+                                    backend=a.backend, check_symmetry=a.check_symmetry, packing=a.packing,
+                                    packing_spread=a.packing_spread)
     kw = {"batch_size": a.batch_size, "seed": a.seed, "temperature": a.temperature, "top_p": a.top_p,
           "max_new_tokens": a.max_new_tokens}
     if a.mode == "unconditional":
@@ -133,7 +134,7 @@ def _generate(a) -> None:
                                   ("band_gap", a.band_gap), ("formation_energy", a.formation_energy)) if v is not None}
         demos = gen.examples_from_structures([Structure.from_file(p) for p in a.examples or []])
         jobs = [(str(i), gen.prompt(cond, demos), {"conditions": cond}) for i in range(a.n)]
-    summary = generate_to_file(gen, jobs, Path(a.out), **kw)
+    summary = generate_to_file(gen, jobs, Path(a.out), processes=a.processes, **kw)
     print(json.dumps(summary, indent=2))
     print(f"samples: {Path(a.out) / 'samples.jsonl'}, CIF files in {Path(a.out) / 'cifs'}")
 
@@ -271,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with the grammar on, keep each crystal's atoms to what its written cell holds (volume "
                         "increments fitted on the model's training crystals; models trained before they were "
                         "recorded sample without)")
+    q.add_argument("--packing-spread", dest="packing_spread", type=float, default=None,
+                   help="unconditional samples: hold each to its own window of the training crystals' packing "
+                        "ratios, this many quantiles either side of a uniform draw (e.g. 0.1), so that samples "
+                        "spread over the ratio as real crystals do; default: the whole window for every sample")
+    q.add_argument("--processes", type=int, default=1,
+                   help="worker processes, each with its own copy of the model: the grammar is CPU work, so spare "
+                        "cores sample faster (samples depend on the number)")
     q.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                    help="vllm: sample with vLLM on a GPU (installed separately; no grammar constraint there)")
     q.add_argument("--seed", type=int, default=0)

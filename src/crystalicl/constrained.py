@@ -35,6 +35,9 @@ numbers of formula units that fit the cell are aimed at, and (for a crystal syst
 the third cell length can only make a cell that holds a whole number of them. Where nothing fits, the bound steps
 aside. In ``sgs`` text a site's size follows from its coordinates: only the digits of its last coordinate are held
 to the bound, so a site whose first two coordinates leave the special positions can still overfill the cell.
+Without a formula, a :class:`Target` may carry the sample's own ``window`` of packing ratios (drawn from the
+training crystals', :meth:`crystalicl.packing.Packing.drawn_window`): the same rules then hold the atoms to it
+first, and where it allows nothing, to the whole window (ending or going on, whichever lands nearer to it).
 """
 
 from __future__ import annotations
