@@ -332,6 +332,21 @@ def test_grammar_keeps_atoms_apart():
     decode(cell + "Sr 1a\n0.00 0.00 0.00\nO 6e\n0.13 0.00 0.00", "sgs-wyckoff")
 
 
+def test_a_charge_balanced_sample_may_end_an_unbalanced_one_goes_on():
+    """Held to a charge balance (unconditional sampling), NaCl3 (Na+ against three Cl) must add a site; NaCl may
+    end or go on, as any crystal may without the rule."""
+    from crystalicl.constrained import Target
+
+    tok = build_tokenizer()
+    g = Grammar(tok, "sgs-wyckoff")
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    cell = "Pm-3m\n5.2 5.2 5.2\n90 90 90\nNa 1a\n0.00 0.00 0.00\n"
+    unbalanced, balanced = cell + "Cl 3c\n0.00 0.50 0.50", cell + "Cl 1b\n0.50 0.50 0.50"
+    assert {inv[int(t)] for t in g.allowed(unbalanced, target=Target(balanced=True))} == {"\n"}
+    assert {inv[int(t)] for t in g.allowed(balanced, target=Target(balanced=True))} == {"\n", tok.eos_token}
+    assert {inv[int(t)] for t in g.allowed(unbalanced)} == {"\n", tok.eos_token}
+
+
 @pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz", "sgs"])
 def test_grammar_holds_random_walks_to_real_targets_formula_and_space_group(fmt):
     """Uniformly random tokens under the grammar still give each real target's formula and space group."""

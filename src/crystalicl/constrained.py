@@ -82,6 +82,7 @@ class Target:
     symbol: str | None = None  # space-group symbol of the requested group
     formula: tuple[tuple[str, int], ...] | None = None  # reduced composition, element -> count
     window: tuple[float, float] | None = None  # without a formula: this sample's packing ratio window
+    balanced: bool = False  # without a formula: end only on a charge-balanced composition (while more fits)
 
     @property
     def elements(self) -> frozenset[str] | None:
@@ -89,7 +90,7 @@ class Target:
 
     @property
     def empty(self) -> bool:
-        return self.symbol is None and self.formula is None and self.window is None
+        return self.symbol is None and self.formula is None and self.window is None and not self.balanced
 
 
 @cache
@@ -505,6 +506,8 @@ class Grammar:
                             short = f[1] / max(f[0], 1e-9)
                             over = (f[0] + self.packing.volumes[light] * m) / f[2]
                             return self.cls["eos"] if short <= over else self.cls["newline"]
+            if target is not None and target.balanced and formula is None and not self._balanced(sites):
+                return self.cls["newline"]
             return self._union("newline", "eos")
         return allowed
 
@@ -525,6 +528,16 @@ class Grammar:
             m = int(p[1][:-1]) if self.fmt == "sgs-wyckoff" and len(p) > 1 else 1
             counts[p[0]] = counts.get(p[0], 0) + m
         return counts
+
+    def _balanced(self, sites: list[list[str]]) -> bool:
+        """Whether the atoms so far make a charge-balanced composition (SMACT, as the validity metric checks;
+        ``sgs`` text, whose multiplicities follow from the coordinates, is taken as balanced)."""
+        if self.fmt == "sgs":
+            return True
+        from crystalicl.metrics.validity import composition_valid
+
+        counts = sorted(self._counts(sites).items())
+        return composition_valid(tuple(e for e, _ in counts), tuple(n for _, n in counts))
 
     def _complete(self, formula, sites) -> bool:
         """Whether the crystal may end here: its composition is the formula (sgs: all elements present)."""
