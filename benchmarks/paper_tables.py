@@ -196,7 +196,8 @@ class Bench:
         return Generator.from_pretrained(model, constrained=self.a.lora_grammar or None,
                                          enforce_conditions=self.a.enforce_conditions, backend=self.a.backend,
                                          check_symmetry=self.a.check_symmetry, packing=packing or False,
-                                         packing_spread=self.a.packing_spread, charge_balance=self.a.charge_balance)
+                                         packing_spread=self.a.packing_spread, charge_balance=self.a.charge_balance,
+                                         element_range=self.a.element_range)
 
     @functools.cache  # noqa: B019  (one Bench per run; a few datasets)
     def dataset_packing(self, name: str):
@@ -669,6 +670,9 @@ def main():
     ap.add_argument("--charge-balance", dest="charge_balance", action="store_true",
                     help="unconditional samples under the grammar end only on a charge-balanced composition (SMACT, "
                          "as the validity metric checks) while another site fits")
+    ap.add_argument("--element-range", dest="element_range", action="store_true",
+                    help="with --packing: unconditional samples keep to the training crystals' range of distinct "
+                         "elements (recorded with the packing fit)")
     ap.add_argument("--processes", type=int, default=1,
                     help="sampling worker processes, each with its own copy of the model (crystalicl.parallel): "
                          "the grammar is CPU work, so spare cores sample faster; samples depend on it, and the "
@@ -761,10 +765,15 @@ def main():
                               "quantiles of the training ratios)")
     if a.charge_balance:
         setup["decoding"] += "; unconditional samples end only charge-balanced while another site fits"
+    if a.element_range and not a.packing:
+        ap.error("--element-range reads the training crystals' element counts from the packing fit: it needs --packing")
+    if a.element_range:
+        setup["decoding"] += "; unconditional samples keep to the training crystals' number of distinct elements"
     if a.check_symmetry:
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
-    for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "charge_balance", "processes",
+    for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "charge_balance", "element_range",
+                "processes",
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",

@@ -181,6 +181,7 @@ def test_a_sample_window_is_drawn_from_the_training_ratios(mp20_packing):
     old = Packing.from_dict({k: v for k, v in mp20_packing.to_dict().items() if k != "ratios"})
     assert old.drawn_window(0.5, 0.1) == (mp20_packing.low, mp20_packing.high)
     assert Packing.from_dict(mp20_packing.to_dict()) == mp20_packing
+    assert mp20_packing.elements == (2, 3)  # binary and ternary compounds
 
 
 def test_a_sample_window_decides_where_the_whole_window_leaves_the_choice_open():

@@ -347,6 +347,24 @@ def test_a_charge_balanced_sample_may_end_an_unbalanced_one_goes_on():
     assert {inv[int(t)] for t in g.allowed(unbalanced)} == {"\n", tok.eos_token}
 
 
+def test_an_unconditional_sample_keeps_to_the_training_range_of_elements():
+    """Held to 2-3 distinct elements (reduced MP-20's range), a crystal of Na alone cannot end, and one of Na, Cl
+    and K takes no fourth element."""
+    from crystalicl.constrained import Target
+
+    tok = build_tokenizer()
+    g = Grammar(tok, "sgs-wyckoff")
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    span = Target(n_elements=(2, 3))
+    one = "Pm-3m\n9.9 9.9 9.9\n90 90 90\nNa 1a\n0.00 0.00 0.00"
+    assert {inv[int(t)] for t in g.allowed(one, target=span)} == {"\n"}
+    assert {inv[int(t)] for t in g.allowed(one)} == {"\n", tok.eos_token}
+    three = one + "\nCl 1b\n0.50 0.50 0.50\nK 3c\n0.00 0.50 0.50\n"
+    assert {inv[int(t)] for t in g.allowed(three, target=span)} == {"Na", "Cl", "K"}
+    assert len(g.allowed(three)) > 80
+    assert {inv[int(t)] for t in g.allowed(one + "\n", target=span)} == {inv[int(t)] for t in g.allowed(one + "\n")}
+
+
 @pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz", "sgs"])
 def test_grammar_holds_random_walks_to_real_targets_formula_and_space_group(fmt):
     """Uniformly random tokens under the grammar still give each real target's formula and space group."""

@@ -83,6 +83,7 @@ class Target:
     formula: tuple[tuple[str, int], ...] | None = None  # reduced composition, element -> count
     window: tuple[float, float] | None = None  # without a formula: this sample's packing ratio window
     balanced: bool = False  # without a formula: end only on a charge-balanced composition (while more fits)
+    n_elements: tuple[int, int] | None = None  # without a formula: fewest and most distinct elements
 
     @property
     def elements(self) -> frozenset[str] | None:
@@ -90,7 +91,8 @@ class Target:
 
     @property
     def empty(self) -> bool:
-        return self.symbol is None and self.formula is None and self.window is None and not self.balanced
+        return (self.symbol is None and self.formula is None and self.window is None and not self.balanced
+                and self.n_elements is None)
 
 
 @cache
@@ -457,13 +459,15 @@ class Grammar:
         site_line = n - head - 3
         formula = target.formula if target is not None else None
         window = target.window if target is not None and formula is None else None
+        span = target.n_elements if target is not None and formula is None else None
         sites = [ln.split(" ") for ln in lines[head + 2:-1:2]]  # complete element (+ label) lines
         if site_line % 2 == 0:  # element line (or end)
             fill = self._fill(lines, head, len(sites))
             if cur == "":
                 blocked = self.blocked(lines, head, len(sites))
                 if formula is None:
-                    return self._packed_elements(self._fills(fill, window), lines[0] if head else "", sites, blocked)
+                    return self._packed_elements(self._fills(fill, window), lines[0] if head else "", sites, blocked,
+                                                 span)
                 return self._elements(formula, lines[0] if head else "", sites, room, blocked, fill)
             if self.fmt != "sgs-wyckoff":
                 return self.cls["newline"]
@@ -490,7 +494,7 @@ class Grammar:
             if fill is not None:  # not while the cell is nearly empty; no new site once nothing more fits
                 taken = frozenset(p[1] for p in sites if len(p) > 1) | self.blocked(lines, head, len(sites))
                 m = self._smallest_orbit(symbol, taken)
-                names = [e for e, _ in formula] if formula is not None else self.packing.volumes
+                names = [e for e, _ in formula] if formula is not None else self._free_names(sites, span)
                 fills = self._fills(fill, window)  # the sample's own window first, then the whole
                 for i, f in enumerate(fills):
                     can_end, can_go = f[0] >= f[1], any(self._fits(f, e, m) for e in names)
@@ -506,6 +510,8 @@ class Grammar:
                             short = f[1] / max(f[0], 1e-9)
                             over = (f[0] + self.packing.volumes[light] * m) / f[2]
                             return self.cls["eos"] if short <= over else self.cls["newline"]
+            if span is not None and len({p[0] for p in sites}) < span[0]:  # too few distinct elements yet
+                return self.cls["newline"]
             if target is not None and target.balanced and formula is None and not self._balanced(sites):
                 return self.cls["newline"]
             return self._union("newline", "eos")
@@ -574,15 +580,25 @@ class Grammar:
         return any(self._feasible(symbol, formula, self._add(counts, element, m), used | extra, after, kspan)
                    for m, extra in self._choices(symbol, used))
 
-    def _packed_elements(self, fills: list, symbol: str, sites, blocked: frozenset[str]) -> np.ndarray:
+    def _free_names(self, sites, span: tuple[int, int] | None = None) -> list[str] | None:
+        """Without a formula: the elements a next site may take, those with a volume (None without a packing),
+        only those already placed once the crystal has the most distinct elements ``span`` allows."""
+        used = {p[0] for p in sites}
+        if span is not None and len(used) >= span[1]:
+            return sorted(used)
+        return None if self.packing is None else list(self.packing.volumes)
+
+    def _packed_elements(self, fills: list, symbol: str, sites, blocked: frozenset[str],
+                         span: tuple[int, int] | None = None) -> np.ndarray:
         """Without a formula: the elements of which a smallest site still fits the cell, by the first of
-        ``fills`` that lets one (all elements if none does)."""
+        ``fills`` that lets one (all elements if none does), no more distinct ones than ``span`` allows."""
+        names = self._free_names(sites, span)
         if not fills:
-            return self.cls["element"]
+            return self.cls["element"] if names is None else np.array(
+                [self.token_id_of[e] for e in names if e in self.token_id_of] or self.cls["element"], int)
         m = self._smallest_orbit(symbol, frozenset(p[1] for p in sites if len(p) > 1) | blocked)
         for fill in fills:
-            ok = [self.token_id_of[e] for e in self.packing.volumes
-                  if e in self.token_id_of and self._fits(fill, e, m)]
+            ok = [self.token_id_of[e] for e in names if e in self.token_id_of and self._fits(fill, e, m)]
             if ok:
                 return np.array(ok, int)
         return self.cls["element"]

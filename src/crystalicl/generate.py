@@ -61,7 +61,8 @@ class Generator:
 
     def __init__(self, model, tokenizer, fmt: str, template: PromptTemplate, kind: str = "compact",
                  constrained: bool | None = None, enforce_conditions: bool = True, check_symmetry: bool = False,
-                 packing: Packing | None = None, packing_spread: float | None = None, charge_balance: bool = False):
+                 packing: Packing | None = None, packing_spread: float | None = None, charge_balance: bool = False,
+                 element_range: bool = False):
         self.model, self.tokenizer, self.fmt, self.template, self.kind = model, tokenizer, fmt, template, kind
         self.tokenizer.padding_side = "left"
         self.constrained = (kind == "compact") if constrained is None else constrained
@@ -79,6 +80,9 @@ class Generator:
         # unconditional samples under the grammar: a crystal may end only on a charge-balanced composition, as
         # long as another site fits (the validity metric's SMACT test)
         self.charge_balance = charge_balance
+        # unconditional samples under the grammar: no fewer and no more distinct elements than the training
+        # crystals have (recorded with the packing; reduced MP-20: 2 to 3)
+        self.element_range = element_range
         self._grammar = None
         self.source: dict | None = None  # from_pretrained's arguments, where it loaded the model
         self.vllm = None  # a VLLMSampler when loaded with backend="vllm"
@@ -87,12 +91,13 @@ class Generator:
     def from_pretrained(cls, model_dir, constrained: bool | None = None, device: str | None = None,
                         enforce_conditions: bool = True, backend: str = "hf",
                         check_symmetry: bool = False, packing: Packing | bool = False,
-                        packing_spread: float | None = None, charge_balance: bool = False) -> Generator:
+                        packing_spread: float | None = None, charge_balance: bool = False,
+                        element_range: bool = False) -> Generator:
         """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there).
         ``packing`` (grammar only): True bounds the atoms by the cell with the volume increments fitted on the
         model's training set, where its instruction set recorded them; a :class:`Packing` is used as given; off
         by default, so that samples measure the model (``crystalicl generate`` turns it on). ``packing_spread``,
-        ``charge_balance``: see the attributes of the same name."""
+        ``charge_balance``, ``element_range``: see the attributes of the same name."""
         import torch
 
         from crystalicl.model.loading import load_trained, read_meta
@@ -115,11 +120,12 @@ class Generator:
         if packing is True:
             packing = model_packing(meta)
         gen = cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
-                  enforce_conditions, check_symmetry, packing or None, packing_spread, charge_balance)
+                  enforce_conditions, check_symmetry, packing or None, packing_spread, charge_balance, element_range)
         # how to load it again: parallel sampling workers (crystalicl.parallel) each load their own copy
         gen.source = {"model_dir": str(model_dir), "constrained": constrained, "device": device,
                       "enforce_conditions": enforce_conditions, "check_symmetry": check_symmetry,
-                      "packing": packing or False, "packing_spread": packing_spread, "charge_balance": charge_balance}
+                      "packing": packing or False, "packing_spread": packing_spread, "charge_balance": charge_balance,
+                      "element_range": element_range}
         return gen
 
     @property
@@ -179,9 +185,11 @@ class Generator:
             if windows is not None and any(w is not None for w in windows):
                 targets = [t if w is None else replace(t or Target(), window=w)
                            for t, w in zip(targets or [None] * len(windows), windows, strict=True)]
-            if self.charge_balance:  # unconditional prompts only
+            span = self.packing.elements if self.element_range and self.packing is not None else None
+            if self.charge_balance or span is not None:  # unconditional prompts only
                 free = conditions or [None] * len(prompts)
-                targets = [replace(t or Target(), balanced=True) if c is None else t
+                extra = {"balanced": self.charge_balance, "n_elements": span}
+                targets = [replace(t or Target(), **extra) if c is None else t
                            for t, c in zip(targets or [None] * len(prompts), free, strict=True)]
             procs.append(GrammarLogitsProcessor(self.grammar, tok, n, max_new_tokens, targets))
         with torch.no_grad():

@@ -27,13 +27,16 @@ class Packing:
 
     ``ratios`` are the percentiles 0..100 of that ratio over the training crystals: unconditional sampling draws
     each crystal's own window from them (:meth:`drawn_window`), so its samples spread over the ratio as the
-    training crystals do instead of piling up at the edges of the whole range."""
+    training crystals do instead of piling up at the edges of the whole range. ``elements`` is the fewest and
+    the most distinct elements a training crystal has (reduced MP-20: 2 and 3); the grammar keeps crystals
+    written without a formula inside that range."""
 
     volumes: Mapping[str, float] = field(default_factory=dict)
     low: float = 0.0
     high: float = float("inf")
     max_atoms: int | None = None
     ratios: tuple[float, ...] = ()
+    elements: tuple[int, int] | None = None
 
     def needed(self, counts: Mapping[str, float]) -> float | None:
         """``Σ n_e v_e`` of a composition (element -> atoms), or None if an element has no volume."""
@@ -58,13 +61,15 @@ class Packing:
 
     def to_dict(self) -> dict:
         return {"volumes": dict(sorted(self.volumes.items())), "low": self.low, "high": self.high,
-                "max_atoms": self.max_atoms, "ratios": list(self.ratios)}
+                "max_atoms": self.max_atoms, "ratios": list(self.ratios),
+                "elements": None if self.elements is None else list(self.elements)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Packing:
         return cls({str(k): float(v) for k, v in d["volumes"].items()}, float(d["low"]), float(d["high"]),
                    None if d.get("max_atoms") is None else int(d["max_atoms"]),
-                   tuple(float(r) for r in d.get("ratios", ())))
+                   tuple(float(r) for r in d.get("ratios", ())),
+                   None if d.get("elements") is None else (int(d["elements"][0]), int(d["elements"][1])))
 
 
 def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[float],
@@ -96,7 +101,8 @@ def fit_packing(compositions: Iterable[Mapping[str, float]], volumes: Iterable[f
     low, high = np.quantile(ratio, [tail, 1.0 - tail])
     return Packing({e: float(v) for e, v in zip(elements, x, strict=True) if v > 0}, float(low), float(high),
                    int(round(max(sum(c.values()) for c in comps))),
-                   tuple(round(float(r), 4) for r in np.percentile(ratio, np.arange(101))))
+                   tuple(round(float(r), 4) for r in np.percentile(ratio, np.arange(101))),
+                   (min(map(len, comps)), max(map(len, comps))))
 
 
 def cells_of_texts(texts: Iterable[str]) -> tuple[list[dict[str, int]], list[float]]:
