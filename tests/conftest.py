@@ -27,3 +27,36 @@ def sample(name: str, split: str = "test", n: int = 40, seed: int = 0):
 
     df = read_source(name, split)
     return df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def perov_instructions(tmp_path_factory):
+    """Zero-shot SGS instructions for 64 real Perov-5 crystals."""
+    import json
+
+    from crystalicl.data.prepare import prepare_one
+    from crystalicl.instructions import write_jsonl
+    from crystalicl.prompts import DEFAULT
+
+    d = tmp_path_factory.mktemp("ins")
+    df = sample("perov5", "val", n=64)
+    recs = []
+    for m, c in zip(df.material_id, df.cif, strict=True):
+        r = prepare_one(m, c)
+        recs.append({"prompt": DEFAULT.generation(f"The chemical formula is {r['formula']}.", "sgs"),
+                     "response": r["sgs"], "task": "zero-shot"})
+    path = d / "train.jsonl"
+    write_jsonl(recs, path)
+    (d / "train.jsonl.meta.json").write_text(json.dumps({"format": "sgs"}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(perov_instructions, tmp_path_factory):
+    """(model directory, training metrics) of a compact model trained 40 steps on ``perov_instructions``."""
+    from crystalicl.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny")
+    m = train(TrainConfig(data=str(perov_instructions), out=str(out), max_steps=40, batch_size=8, log_every=5,
+                          save_every=20), progress=False)
+    return out, m

@@ -17,33 +17,9 @@ from crystalicl.text import decode, written_space_group
 from crystalicl.train import TrainConfig, train
 
 
-@pytest.fixture(scope="module")
-def perov_instructions(tmp_path_factory):
-    """Zero-shot SGS instructions for 64 real Perov-5 crystals."""
-    d = tmp_path_factory.mktemp("ins")
-    df = sample("perov5", "val", n=64)
-    recs = []
-    for m, c in zip(df.material_id, df.cif, strict=True):
-        r = prepare_one(m, c)
-        recs.append({"prompt": DEFAULT.generation(f"The chemical formula is {r['formula']}.", "sgs"),
-                     "response": r["sgs"], "task": "zero-shot"})
-    path = d / "train.jsonl"
-    write_jsonl(recs, path)
-    (d / "train.jsonl.meta.json").write_text(json.dumps({"format": "sgs"}))
-    return path
-
-
 def _first_and_last(metrics):
     losses = [h["loss"] for h in metrics["history"] if "loss" in h]
     return np.mean(losses[:2]), np.mean(losses[-2:])
-
-
-@pytest.fixture(scope="module")
-def tiny_model(perov_instructions, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    m = train(TrainConfig(data=str(perov_instructions), out=str(out), max_steps=40, batch_size=8, log_every=5,
-                          save_every=20), progress=False)
-    return out, m
 
 
 def test_compact_model_learns_and_saves_like_a_hf_model(tiny_model):

@@ -593,9 +593,10 @@ class Grammar:
         """Without a formula: the elements of which a smallest site still fits the cell, by the first of
         ``fills`` that lets one (all elements if none does), no more distinct ones than ``span`` allows."""
         names = self._free_names(sites, span)
-        if not fills:
-            return self.cls["element"] if names is None else np.array(
-                [self.token_id_of[e] for e in names if e in self.token_id_of] or self.cls["element"], int)
+        if not fills:  # no bound to check: any element, or those placed once the crystal has its most
+            full = span is not None and len({p[0] for p in sites}) >= span[1]
+            return np.array([self.token_id_of[e] for e in names if e in self.token_id_of], int) if full \
+                else self.cls["element"]
         m = self._smallest_orbit(symbol, frozenset(p[1] for p in sites if len(p) > 1) | blocked)
         for fill in fills:
             ok = [self.token_id_of[e] for e in names if e in self.token_id_of and self._fits(fill, e, m)]
