@@ -177,20 +177,9 @@ class Generator:
             mask[i, n - len(e):] = 1
         procs = LogitsProcessorList()
         if self.constrained:
-            from crystalicl.constrained import GrammarLogitsProcessor, Target
+            from crystalicl.constrained import GrammarLogitsProcessor
 
-            targets = None
-            if self.enforce_conditions and conditions is not None:
-                targets = [self.grammar.target(c) for c in conditions]
-            if windows is not None and any(w is not None for w in windows):
-                targets = [t if w is None else replace(t or Target(), window=w)
-                           for t, w in zip(targets or [None] * len(windows), windows, strict=True)]
-            span = self.packing.elements if self.element_range and self.packing is not None else None
-            if self.charge_balance or span is not None:  # unconditional prompts only
-                free = conditions or [None] * len(prompts)
-                extra = {"balanced": self.charge_balance, "n_elements": span}
-                targets = [replace(t or Target(), **extra) if c is None else t
-                           for t, c in zip(targets or [None] * len(prompts), free, strict=True)]
+            targets = self._targets(conditions, windows, len(prompts))
             procs.append(GrammarLogitsProcessor(self.grammar, tok, n, max_new_tokens, targets))
         with torch.no_grad():
             out = self.model.generate(
@@ -198,6 +187,22 @@ class Generator:
                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, logits_processor=procs,
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         return [t.strip() for t in tok.batch_decode(out[:, n:], skip_special_tokens=True)]
+
+    def _targets(self, conditions: list[dict | None] | None, windows: list | None, n: int) -> list:
+        """The grammar's Target of each prompt: its conditions where enforced; for a prompt without conditions, its
+        packing window, and the charge balance and element range where asked for."""
+        from crystalicl.constrained import Target
+
+        span = self.packing.elements if self.element_range and self.packing is not None else None
+        out = []
+        for c, w in zip(conditions or [None] * n, windows or [None] * n, strict=True):
+            t = self.grammar.target(c) if self.enforce_conditions and c is not None else None
+            if c is None and (w is not None or self.charge_balance or span is not None):
+                t = replace(t or Target(), window=w, balanced=self.charge_balance, n_elements=span)
+            elif w is not None:
+                t = replace(t or Target(), window=w)
+            out.append(t)
+        return out
 
     def packing_window(self, sample_id: str, seed: int = 0) -> tuple[float, float] | None:
         """The packing-ratio window of one unconditional sample (see :attr:`packing_spread`): drawn from its id

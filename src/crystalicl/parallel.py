@@ -34,11 +34,22 @@ def _sample_part(source: dict, jobs: list, path: str, cif_dir: str | None, strea
                           **{**kw, "progress": False, "stream": stream})
 
 
-def _lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
+class _LineCounter:
+    """Lines written so far to growing part files, reading only what was appended since the last count."""
+
+    def __init__(self, paths: list[Path]):
+        self.offsets = {p: 0 for p in paths}
+        self.total = 0
+
+    def __call__(self) -> int:
+        for path, offset in self.offsets.items():
+            if path.exists() and path.stat().st_size > offset:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    new = f.read()
+                self.offsets[path] = offset + len(new)
+                self.total += new.count(b"\n")
+        return self.total
 
 
 def merge_parts(out_dir: Path, jobs: list[tuple[str, str, dict]]) -> int:
@@ -97,13 +108,14 @@ def generate_in_parallel(gen, jobs: list[tuple[str, str, dict]], out_dir: Path, 
         shares = [todo[k::processes] for k in range(processes)]  # interleaved: long and short prompts alike
         parts = [out_dir / PART.format(k) for k in range(processes)]
         bar = tqdm(total=len(todo), desc="generate", unit="cryst", disable=not progress)
+        written = _LineCounter(parts)
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_sample_part, gen.source, share, str(part), cif_dir, k + 1, threads, kw)
                        for k, (share, part) in enumerate(zip(shares, parts, strict=True))]
             pending = set(futures)
             while pending:
                 finished, pending = wait(pending, timeout=2.0, return_when=FIRST_EXCEPTION)
-                bar.n = sum(map(_lines, parts))
+                bar.n = written()
                 bar.refresh()
                 for fut in finished:
                     fut.result()  # a worker's error stops the run (its parts are kept and merged next time)
