@@ -232,7 +232,8 @@ class Bench:
             out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
             generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r, processes=self.a.processes,
-                             max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False)
+                             max_new_tokens=self.a.max_tokens, max_attempts=self.attempts(gen), progress=False,
+                             temperature=self.a.temperature)
             samples = self.sampled(out, load_samples(out / "samples.jsonl"))
             if self.scoring:
                 runs.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
@@ -246,7 +247,7 @@ class Bench:
         out = model.parent / "uncond"
         generate_to_file(gen, unconditional_jobs(gen, self.a.n_uncond), out, batch_size=self.a.batch_size,
                          max_new_tokens=self.a.max_tokens, max_attempts=5, progress=False,
-                         processes=self.a.processes)
+                         processes=self.a.processes, temperature=self.a.temperature)
         samples = self.sampled(out, load_samples(out / "samples.jsonl"))
         if not self.scoring:
             return {}
@@ -673,6 +674,8 @@ def main():
     ap.add_argument("--element-range", dest="element_range", action="store_true",
                     help="with --packing: unconditional samples keep to the training crystals' range of distinct "
                          "elements (recorded with the packing fit)")
+    ap.add_argument("--temperature", type=float, default=0.9,
+                    help="sampling temperature (top-p 0.9 either way)")
     ap.add_argument("--processes", type=int, default=1,
                     help="sampling worker processes, each with its own copy of the model (crystalicl.parallel): "
                          "the grammar is CPU work, so spare cores sample faster; samples depend on it, and the "
@@ -769,11 +772,13 @@ def main():
         ap.error("--element-range reads the training crystals' element counts from the packing fit: it needs --packing")
     if a.element_range:
         setup["decoding"] += "; unconditional samples keep to the training crystals' number of distinct elements"
+    if a.temperature != ap.get_default("temperature"):
+        setup["decoding"] += f"; temperature {a.temperature}"
     if a.check_symmetry:
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
     for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "charge_balance", "element_range",
-                "processes",
+                "processes", "temperature",
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",

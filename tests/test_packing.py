@@ -76,6 +76,27 @@ def test_grammar_ends_a_crystal_only_once_its_cell_is_filled():
     assert g._kspan(target.formula, g._fill(half.split("\n"), 1, 1)) == (3, 5)
 
 
+def test_a_crystal_short_of_its_fewest_elements_keeps_room_for_another():
+    """Held to 2-3 elements in a packed cell (Na 20, Cl 22 Å^3, ratios 0.8-1.5): after Na 1a in a 3.9 Å Pm-3m cell
+    (atoms worth 39.5-74.1 Å^3), a second Na would leave room for no Cl site (1b, then 3 atoms at least), so only Cl
+    is offered; a 4.2 Å cell filled enough by Na 3c may end without the range, but with it must take a Cl site."""
+    from crystalicl.constrained import Target
+
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0}, 0.8, 1.5))
+    span = Target(n_elements=(2, 3))
+    one = "Pm-3m\n3.9 3.9 3.9\n90 90 90\nNa 1a\n0.00 0.00 0.00\n"
+    assert {inv[int(t)] for t in g.allowed(one)} == {"Na", "Cl"}
+    assert {inv[int(t)] for t in g.allowed(one, target=span)} == {"Cl"}
+    filled = "Pm-3m\n4.2 4.2 4.2\n90 90 90\nNa 3c\n0.00 0.50 0.50"
+    assert {inv[int(t)] for t in g.allowed(filled)} == {"\n", tok.eos_token}
+    assert {inv[int(t)] for t in g.allowed(filled, target=span)} == {"\n"}
+    # with no room for a new element at all, the crystal ends as it is rather than overfill its cell
+    full = "Pm-3m\n3.9 3.9 3.9\n90 90 90\nNa 1a\n0.00 0.00 0.00\nNa 1b\n0.50 0.50 0.50"
+    assert list(g.allowed(full, target=span)) == [tok.eos_token_id]
+
+
 @pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz"])
 def test_random_walks_on_real_cells_fill_them_as_real_crystals_do(mp20_packing, fmt):
     """Random tokens after a real crystal's cell: with the bound, the decoded atoms fill the cell as the

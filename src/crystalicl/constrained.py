@@ -496,6 +496,9 @@ class Grammar:
                 m = self._smallest_orbit(symbol, taken)
                 names = [e for e, _ in formula] if formula is not None else self._free_names(sites, span)
                 fills = self._fills(fill, window)  # the sample's own window first, then the whole
+                if self._too_few(sites, span) and any(self._fits(f, e, m) for f in fills
+                                                      for e in self._new_names(sites)):
+                    return self.cls["newline"]  # an element short of the range, and a site of a new one fits
                 for i, f in enumerate(fills):
                     can_end, can_go = f[0] >= f[1], any(self._fits(f, e, m) for e in names)
                     if can_end != can_go:
@@ -510,7 +513,7 @@ class Grammar:
                             short = f[1] / max(f[0], 1e-9)
                             over = (f[0] + self.packing.volumes[light] * m) / f[2]
                             return self.cls["eos"] if short <= over else self.cls["newline"]
-            if span is not None and len({p[0] for p in sites}) < span[0]:  # too few distinct elements yet
+            if fill is None and self._too_few(sites, span):  # unbounded: too few distinct elements yet
                 return self.cls["newline"]
             if target is not None and target.balanced and formula is None and not self._balanced(sites):
                 return self.cls["newline"]
@@ -588,20 +591,44 @@ class Grammar:
             return sorted(used)
         return None if self.packing is None else list(self.packing.volumes)
 
+    @staticmethod
+    def _too_few(sites, span: tuple[int, int] | None) -> bool:
+        """Whether the crystal has fewer distinct elements than ``span`` asks for."""
+        return span is not None and len({p[0] for p in sites}) < span[0]
+
+    def _new_names(self, sites) -> list[str]:
+        """Elements with a volume that the crystal does not hold yet."""
+        used = {p[0] for p in sites}
+        return [e for e in self.packing.volumes if e not in used]
+
     def _packed_elements(self, fills: list, symbol: str, sites, blocked: frozenset[str],
                          span: tuple[int, int] | None = None) -> np.ndarray:
         """Without a formula: the elements of which a smallest site still fits the cell, by the first of
-        ``fills`` that lets one (all elements if none does), no more distinct ones than ``span`` allows."""
+        ``fills`` that lets one (all elements if none does), no more distinct ones than ``span`` allows; while
+        the crystal is short of the fewest, an element it holds only if a new one's site still fits after it."""
         names = self._free_names(sites, span)
         if not fills:  # no bound to check: any element, or those placed once the crystal has its most
             full = span is not None and len({p[0] for p in sites}) >= span[1]
             return np.array([self.token_id_of[e] for e in names if e in self.token_id_of], int) if full \
                 else self.cls["element"]
-        m = self._smallest_orbit(symbol, frozenset(p[1] for p in sites if len(p) > 1) | blocked)
+        taken = frozenset(p[1] for p in sites if len(p) > 1) | blocked
+        m = self._smallest_orbit(symbol, taken)
+        few, m_next = self._too_few(sites, span), m
+        if few and self.fmt != "xyz":  # the smallest site left once a smallest one is taken (a fixed position
+            first = min((lab for lab in self.labels(symbol) if lab not in taken & self.fixed_labels(symbol)),
+                        key=lambda lab: int(lab[:-1]), default=None)  # holds one orbit only)
+            m_next = self._smallest_orbit(symbol, taken | {first}) if first is not None else m
+        used = {p[0] for p in sites}
         for fill in fills:
-            ok = [self.token_id_of[e] for e in names if e in self.token_id_of and self._fits(fill, e, m)]
+            ok = [e for e in names if e in self.token_id_of and self._fits(fill, e, m)]
+            new = [e for e in ok if e not in used]
+            if few and new:  # a site of an element held already must leave room for the lightest new one
+                v = self.packing.volumes
+                light = min(new, key=v.get)
+                ok = new + [e for e in ok if e in used and self._fits(
+                    (fill[0] + v[e] * m, fill[1], fill[2], fill[3] + m, fill[4]), light, m_next)]
             if ok:
-                return np.array(ok, int)
+                return np.array([self.token_id_of[e] for e in ok], int)
         return self.cls["element"]
 
     def _elements(self, formula, symbol: str, sites, room: int, blocked: frozenset[str], fill=None) -> np.ndarray:
