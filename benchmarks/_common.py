@@ -51,11 +51,12 @@ def write(name: str, payload: dict, summary_md: str) -> Path:
 
 def analysed(samples: Path) -> list[tuple[dict, dict]]:
     """(record, per-sample analysis) of a samples.jsonl, the analysis read from the cache evaluation left beside it
-    (``eval/analysis``), so a sorting script sees the same verdicts as the scores."""
-    from crystalicl.evaluate import analyze_many, load_samples
+    (``eval/`` + :data:`crystalicl.evaluate.ANALYSIS_DIR`), so a sorting script sees the same verdicts as the scores."""
+    from crystalicl.evaluate import ANALYSIS_DIR, analyze_many, load_samples
 
     records = load_samples(samples)
-    return list(zip(records, analyze_many(records, samples.parent / "eval" / "analysis", progress=False), strict=True))
+    return list(zip(records, analyze_many(records, samples.parent / "eval" / ANALYSIS_DIR, progress=False),
+                    strict=True))
 
 
 def conditional_jobs(models: list[str]) -> dict[str, Path]:

@@ -4,7 +4,7 @@
 
 Reads every ``cond-*/samples.jsonl`` under the given model directories (paper_tables.py's layout) and sorts the
 samples whose formula misses the target by :func:`crystalicl.copying.formula_error`. The sampled formulas are the
-per-sample analysis ``evaluate_conditional`` cached beside them (``eval/analysis``), so a miss here is a miss there.
+per-sample analysis ``evaluate_conditional`` cached beside them (``eval/analysis-v2``), so a miss here is a miss there.
 Results: ``benchmarks/results/NAME.json`` and ``.md``.
 """
 

@@ -6,7 +6,7 @@ that analyses to another group.
 Reads every ``cond-*/samples.jsonl`` under the given model directories (paper_tables.py's layout) and sorts the
 samples whose crystal does not analyse to the target group at symprec 0.01 (the scored tolerance) by
 :func:`crystalicl.copying.space_group_error`. The analysed groups are the per-sample analysis
-``evaluate_conditional`` cached beside them (``eval/analysis``), so a miss here is a miss there; the written group is
+``evaluate_conditional`` cached beside them (``eval/analysis-v2``), so a miss here is a miss there; the written group is
 the SGS text's first line. Results: ``benchmarks/results/NAME.json`` and ``.md``.
 """
 

@@ -6,7 +6,7 @@
 The CDVAE protocol (``crystalicl.evaluate.evaluate_unconditional``) scores wdist ρ and N_el on 1,000 valid samples
 drawn at random. With more valid samples than that, the number depends on the draw: this script repeats the draw
 (seeds 0..draws-1) over the valid samples of a paper_tables ``uncond`` directory (the per-sample analysis cached
-beside it, ``eval/analysis``, so the same verdicts as the table's), and also scores 1,000 of the reference's own
+beside it, ``eval/analysis-v2``, so the same verdicts as the table's), and also scores 1,000 of the reference's own
 crystals against the whole reference: the floor a perfect generator would sit on. Results:
 ``benchmarks/results/NAME.json`` and ``.md``.
 """

@@ -77,6 +77,19 @@ def test_structural_validity_flags_overlapping_atoms():
     assert not structure_valid(bad)
 
 
+def test_a_crystal_with_overlapping_atoms_still_has_fingerprints():
+    """CDVAE fingerprints every crystal it can build: one with two atoms 0.04 Å apart is structurally invalid,
+    and it still has a structure and a composition fingerprint, so coverage measures it like any other."""
+    from crystalicl import evaluate
+
+    s = Structure.from_str(sample("mp20_biternary", n=1, seed=4).cif[0], fmt="cif")
+    bad = s.copy()
+    bad.append(s[0].specie, s[0].frac_coords + 0.005)
+    out = evaluate.analyze({"cif": bad.to(fmt="cif")})
+    assert out["valid_structure"] is False
+    assert out["struct_fp"] is not None and np.isfinite(out["struct_fp"]).all() and out["comp_fp"] is not None
+
+
 def test_coverage_matches_a_plain_reimplementation():
     rng = np.random.default_rng(0)
     gs, gc = rng.random((40, 5)), rng.random((40, 3)) * 5

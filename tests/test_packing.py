@@ -256,3 +256,22 @@ def test_random_walks_on_real_cells_land_in_their_own_windows(mp20_packing):
         inside[own] = np.mean(hits)
     assert inside[True] >= 0.5, inside
     assert inside[False] <= inside[True] - 0.25, inside
+
+
+def test_density_splits_exactly_into_composition_and_packing(mp20_packing):
+    """benchmarks/density_errors.py: a real crystal's density is its mass per volume increment over its packing
+    ratio, and the test crystals' ratios sit near 1 where their volume per atom does not."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import density_errors
+
+    m = density_errors.measures(_crystals("mp20_biternary", "test", 60, seed=7), mp20_packing)
+    ok = np.isfinite(m["packing_ratio"])
+    assert ok.sum() >= 40
+    np.testing.assert_allclose(m["density"][ok], m["mass_per_increment"][ok] / m["packing_ratio"][ok], rtol=1e-6)
+    assert 0.9 < np.median(m["packing_ratio"][ok]) < 1.1
+    unpacked = density_errors.measures(_crystals("mp20_biternary", "test", 5, seed=7))
+    assert np.isnan(unpacked["packing_ratio"]).all() and set(density_errors.summary(unpacked, m)) == {
+        "density", "volume_per_atom", "mass_per_atom", "atoms"}

@@ -20,6 +20,9 @@ import numpy as np
 from crystalicl import jobs
 
 TIMEOUT = 60.0
+# where the per-sample analysis is cached beside an evaluation; the version changes when what it holds does
+# (v2: structure fingerprints of structurally invalid crystals too, as CDVAE computes them)
+ANALYSIS_DIR = "analysis-v2"
 
 
 def load_samples(path) -> list[dict]:
@@ -99,7 +102,7 @@ def _analyze(rec: dict) -> dict:
     np.fill_diagonal(d, np.inf)
     out["overlap"] = bool(len(s) > 1 and (d < 0.5 * (r[:, None] + r[None, :])).any())
     try:
-        out["struct_fp"] = structure_fingerprint(s) if out["valid_structure"] else None
+        out["struct_fp"] = structure_fingerprint(s)  # CDVAE: every crystal built, atoms too close or not
         out["comp_fp"] = composition_fingerprint(s.composition)
     except Exception as e:
         out["struct_fp"], out["comp_fp"], out["fp_error"] = None, None, f"{type(e).__name__}: {e}"
@@ -179,7 +182,7 @@ def evaluate_unconditional(records: list[dict], reference: tuple[str, str], work
     from crystalicl.metrics.distribution import coverage, space_group_chi2, wdist
 
     work_dir = Path(work_dir)
-    per = analyze_many(records, work_dir / "analysis", workers, progress)
+    per = analyze_many(records, work_dir / ANALYSIS_DIR, workers, progress)
     ref = reference_stats(*reference, workers=workers, progress=progress)
     n = len(per)
     m, vs, vc = _validity(per)
@@ -261,7 +264,7 @@ def evaluate_conditional(records: list[dict], work_dir: Path, workers: int | Non
                          progress: bool = True) -> dict:
     """Success rates against each record's target ``conditions`` (denominator: every prompt)."""
     work_dir = Path(work_dir)
-    per = analyze_many(records, work_dir / "analysis", workers, progress)
+    per = analyze_many(records, work_dir / ANALYSIS_DIR, workers, progress)
     key = hashlib.sha1("".join(_rec_key(r) for r in records).encode()).hexdigest()
     pred = predictions(records, key, work_dir / "megnet.npz")
     hits: dict[str, list[bool]] = {}

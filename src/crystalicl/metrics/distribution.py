@@ -4,7 +4,8 @@ COV: distances from each crystal to its nearest counterpart are taken separately
 (CrystalNN) and composition (scaled Magpie) space; recall = share of reference crystals whose nearest
 generated crystal is within the structure cut-off *and* whose nearest generated crystal is within the
 composition cut-off; precision = the same from the generated side, divided by *all* generated crystals
-(those without fingerprints count as misses). This is how the published numbers were computed.
+(those without fingerprints count as misses). As in CDVAE, every crystal that could be built has fingerprints,
+structurally valid or not. This is how the published numbers were computed.
 """
 
 from __future__ import annotations
