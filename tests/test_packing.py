@@ -95,6 +95,10 @@ def test_a_crystal_short_of_its_fewest_elements_keeps_room_for_another():
     # with no room for a new element at all, the crystal ends as it is rather than overfill its cell
     full = "Pm-3m\n3.9 3.9 3.9\n90 90 90\nNa 1a\n0.00 0.00 0.00\nNa 1b\n0.50 0.50 0.50"
     assert list(g.allowed(full, target=span)) == [tok.eos_token_id]
+    # an element line where nothing fits any more: any element without the range, those held with it at its most
+    packed = "Pm-3m\n3.9 3.9 3.9\n90 90 90\nNa 1a\n0.00 0.00 0.00\nCl 1b\n0.50 0.50 0.50\n"
+    assert len(g.allowed(packed)) > 80
+    assert {inv[int(t)] for t in g.allowed(packed, target=Target(n_elements=(1, 2)))} == {"Na", "Cl"}
 
 
 @pytest.mark.parametrize("fmt", ["sgs-wyckoff", "xyz"])

@@ -604,8 +604,9 @@ class Grammar:
     def _packed_elements(self, fills: list, symbol: str, sites, blocked: frozenset[str],
                          span: tuple[int, int] | None = None) -> np.ndarray:
         """Without a formula: the elements of which a smallest site still fits the cell, by the first of
-        ``fills`` that lets one (all elements if none does), no more distinct ones than ``span`` allows; while
-        the crystal is short of the fewest, an element it holds only if a new one's site still fits after it."""
+        ``fills`` that lets one (if none does, all elements, or those held once ``span``'s most is reached), no more
+        distinct ones than ``span`` allows; while the crystal is short of the fewest, an element it holds only if a
+        new one's site still fits after it."""
         names = self._free_names(sites, span)
         if not fills:  # no bound to check: any element, or those placed once the crystal has its most
             full = span is not None and len({p[0] for p in sites}) >= span[1]
@@ -629,6 +630,8 @@ class Grammar:
                     (fill[0] + v[e] * m, fill[1], fill[2], fill[3] + m, fill[4]), light, m_next)]
             if ok:
                 return np.array([self.token_id_of[e] for e in ok], int)
+        if span is not None and len(used) >= span[1]:  # nothing fits: overfill, but within the range
+            return np.array([self.token_id_of[e] for e in names if e in self.token_id_of], int)
         return self.cls["element"]
 
     def _elements(self, formula, symbol: str, sites, room: int, blocked: frozenset[str], fill=None) -> np.ndarray:
