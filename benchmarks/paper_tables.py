@@ -197,7 +197,7 @@ class Bench:
                                          enforce_conditions=self.a.enforce_conditions, backend=self.a.backend,
                                          check_symmetry=self.a.check_symmetry, packing=packing or False,
                                          packing_spread=self.a.packing_spread, charge_balance=self.a.charge_balance,
-                                         element_range=self.a.element_range)
+                                         element_range=self.a.element_range, filler_floor=self.a.filler_floor)
 
     @functools.cache  # noqa: B019  (one Bench per run; a few datasets)
     def dataset_packing(self, name: str):
@@ -674,6 +674,9 @@ def main():
     ap.add_argument("--element-range", dest="element_range", action="store_true",
                     help="with --packing: unconditional samples keep to the training crystals' range of distinct "
                          "elements (recorded with the packing fit)")
+    ap.add_argument("--filler-floor", dest="filler_floor", type=float, default=None,
+                    help="with --packing: an unconditional crystal that may end ends rather than add an element the "
+                         "model gives less than this share of its element probability (e.g. 0.2)")
     ap.add_argument("--temperature", type=float, default=0.9,
                     help="sampling temperature (top-p 0.9 either way)")
     ap.add_argument("--processes", type=int, default=1,
@@ -772,13 +775,18 @@ def main():
         ap.error("--element-range reads the training crystals' element counts from the packing fit: it needs --packing")
     if a.element_range:
         setup["decoding"] += "; unconditional samples keep to the training crystals' number of distinct elements"
+    if a.filler_floor and not a.packing:
+        ap.error("--filler-floor relaxes what the --packing bound forces: it needs --packing")
+    if a.filler_floor:
+        setup["decoding"] += (f"; unconditional samples end rather than take an element the model gives less than "
+                              f"{a.filler_floor} of its element probability, where they may end")
     if a.temperature != ap.get_default("temperature"):
         setup["decoding"] += f"; temperature {a.temperature}"
     if a.check_symmetry:
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
     for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "charge_balance", "element_range",
-                "processes", "temperature",
+                "processes", "temperature", "filler_floor",
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",

@@ -279,3 +279,33 @@ def test_density_splits_exactly_into_composition_and_packing(mp20_packing):
     unpacked = density_errors.measures(_crystals("mp20_biternary", "test", 5, seed=7))
     assert np.isnan(unpacked["packing_ratio"]).all() and set(density_errors.summary(unpacked, m)) == {
         "density", "volume_per_atom", "mass_per_atom", "atoms"}
+
+
+def test_a_crystal_that_may_end_ends_rather_than_take_a_filler_the_model_does_not_want():
+    """Na 1a + Cl 1b fill a 3.9 Å Pm-3m cell enough to end (Na 20, Cl 22, H 2 Å^3; ratios 0.8-1.5); a next site
+    (3 atoms at least) fits only as H. Held to a filler floor of 0.2, a model that gives H little of its element
+    probability ends the crystal; one that wants H gets it; a crystal too empty to end still goes on."""
+    import torch
+
+    from crystalicl.constrained import GrammarLogitsProcessor, Target
+
+    tok = build_tokenizer()
+    inv = {v: k for k, v in tok.get_vocab().items()}
+    g = Grammar(tok, "sgs-wyckoff", Packing({"Na": 20.0, "Cl": 22.0, "H": 2.0}, 0.8, 1.5))
+    cell = "Pm-3m\n3.9 3.9 3.9\n90 90 90\nNa 1a\n0.00 0.00 0.00\n"
+    ended = cell + "Cl 1b\n0.50 0.50 0.50\n"
+    assert {inv[int(t)] for t in g.allowed(ended)} == {"H"}
+    assert g.may_end(ended) and not g.may_end(cell)
+
+    def offered(text: str, h_score: float, floor: float | None = 0.2) -> set[str]:
+        ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
+        assert tok.decode(ids[0]) == text
+        scores = torch.zeros(1, len(tok))
+        scores[0, tok.convert_tokens_to_ids("H")] = h_score
+        proc = GrammarLogitsProcessor(g, tok, 0, 500, [Target(filler_floor=floor)])
+        return {inv[int(t)] for t in torch.nonzero(torch.isfinite(proc(ids, scores))[0]).flatten()}
+
+    assert offered(ended, 0.0) == {tok.eos_token}  # H holds 1/118 of the element probability
+    assert offered(ended, 8.0) == {"H"}  # the model wants H
+    assert offered(ended, 0.0, None) == {"H"}  # without the floor the bound forces it
+    assert "H" in offered(cell, 0.0) and tok.eos_token not in offered(cell, 0.0)

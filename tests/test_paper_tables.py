@@ -202,7 +202,7 @@ def test_sample_only_draws_every_sample_the_tables_score_and_scores_none(monkeyp
 
     a = argparse.Namespace(datasets=["perov5"], formats=["sgs", "xyz"], curriculum=0.0, arms=["CrystalICL"],
                            work=str(tmp_path), name="unused", runs=2, n=3, batch_size=4, max_tokens=8, workers=1,
-                           sample_only=True, processes=1, temperature=0.9)
+                           sample_only=True, processes=1, temperature=0.9, filler_floor=None)
     b = paper_tables.Bench(a)
     monkeypatch.setattr(b, "model", lambda ds, arm, fmt: tmp_path / ds / f"{arm}-{fmt}" / "model")
     monkeypatch.setattr(b, "generator", lambda model: argparse.Namespace(constrained=None))

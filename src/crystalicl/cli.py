@@ -113,7 +113,7 @@ def _generate(a) -> None:
     gen = Generator.from_pretrained(a.model, constrained=a.constrained, enforce_conditions=a.enforce_conditions,
                                     backend=a.backend, check_symmetry=a.check_symmetry, packing=a.packing,
                                     packing_spread=a.packing_spread, charge_balance=a.charge_balance,
-                                    element_range=a.element_range)
+                                    element_range=a.element_range, filler_floor=a.filler_floor)
     kw = {"batch_size": a.batch_size, "seed": a.seed, "temperature": a.temperature, "top_p": a.top_p,
           "max_new_tokens": a.max_new_tokens}
     if a.mode == "unconditional":
@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--element-range", dest="element_range", action=argparse.BooleanOptionalAction, default=False,
                    help="unconditional samples (with --packing): no fewer and no more distinct elements than the "
                         "model's training crystals have")
+    q.add_argument("--filler-floor", dest="filler_floor", type=float, default=None,
+                   help="unconditional samples (with --packing): where a crystal may end, end it rather than add an "
+                        "element the model gives less than this share of its element probability (e.g. 0.2); the "
+                        "bound otherwise fills a too-empty cell with what still fits: H, B, C, N, O")
     q.add_argument("--processes", type=int, default=1,
                    help="worker processes, each with its own copy of the model: the grammar is CPU work, so spare "
                         "cores sample faster (samples depend on the number)")

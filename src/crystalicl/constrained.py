@@ -84,6 +84,10 @@ class Target:
     window: tuple[float, float] | None = None  # without a formula: this sample's packing ratio window
     balanced: bool = False  # without a formula: end only on a charge-balanced composition (while more fits)
     n_elements: tuple[int, int] | None = None  # without a formula: fewest and most distinct elements
+    # without a formula: end rather than go on with an element the model gives less than this share of its element
+    # probability, where the crystal may end (the packing bound otherwise forces H, B, C, N, O into a cell that
+    # is too empty: their volume increments are the smallest, so they are what still fits)
+    filler_floor: float | None = None
 
     @property
     def elements(self) -> frozenset[str] | None:
@@ -92,7 +96,7 @@ class Target:
     @property
     def empty(self) -> bool:
         return (self.symbol is None and self.formula is None and self.window is None and not self.balanced
-                and self.n_elements is None)
+                and self.n_elements is None and self.filler_floor is None)
 
 
 @cache
@@ -520,6 +524,24 @@ class Grammar:
             return self._union("newline", "eos")
         return allowed
 
+    def may_end(self, text: str, target: Target | None = None) -> bool:
+        """Whether a crystal without a formula, at the start of an element line, could have ended after its last
+        site: its atoms fill the cell at least as much as the whole packing window asks, and it meets ``target``'s
+        element range and charge balance."""
+        lines = text.split("\n")
+        head = 0 if self.fmt == "xyz" else 1
+        site_line = len(lines) - head - 3
+        if self.packing is None or lines[-1] != "" or site_line < 2 or site_line % 2 or \
+                (target is not None and target.formula is not None):
+            return False
+        sites = [ln.split(" ") for ln in lines[head + 2:-1:2]]
+        fill = self._fill(lines, head, len(sites))
+        if fill is None or fill[0] < fill[1]:
+            return False
+        span = target.n_elements if target is not None else None
+        return not self._too_few(sites, span) and not (target is not None and target.balanced
+                                                       and not self._balanced(sites))
+
     def _largest_orbit(self, symbol: str) -> int:
         return 1 if self.fmt == "xyz" else max(int(lab[:-1]) for lab in self.labels(symbol))
 
@@ -826,6 +848,13 @@ class GrammarLogitsProcessor:
             if self.tokenizer.eos_token in text or self.tokenizer.pad_token in text:
                 mask[i, self.grammar.eos] = 0.0  # finished rows: keep padding with EOS
                 continue
-            allowed = self.grammar.allowed(text, room, self.targets[i] if self.targets else None)
+            target = self.targets[i] if self.targets else None
+            allowed = self.grammar.allowed(text, room, target)
+            if target is not None and target.filler_floor and self.grammar.eos not in allowed and \
+                    self.grammar.may_end(text, target):
+                p = torch.softmax(scores[i].float(), dim=-1)
+                offered = p[torch.as_tensor(allowed, dtype=torch.long)].sum()
+                if offered < target.filler_floor * p[torch.as_tensor(self.grammar.cls["element"])].sum():
+                    allowed = self.grammar.cls["eos"]  # only elements the model hardly wants fit: end here
             mask[i, torch.as_tensor(allowed, dtype=torch.long)] = 0.0
         return scores + mask

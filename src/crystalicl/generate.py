@@ -62,7 +62,7 @@ class Generator:
     def __init__(self, model, tokenizer, fmt: str, template: PromptTemplate, kind: str = "compact",
                  constrained: bool | None = None, enforce_conditions: bool = True, check_symmetry: bool = False,
                  packing: Packing | None = None, packing_spread: float | None = None, charge_balance: bool = False,
-                 element_range: bool = False):
+                 element_range: bool = False, filler_floor: float | None = None):
         self.model, self.tokenizer, self.fmt, self.template, self.kind = model, tokenizer, fmt, template, kind
         self.tokenizer.padding_side = "left"
         self.constrained = (kind == "compact") if constrained is None else constrained
@@ -83,6 +83,9 @@ class Generator:
         # unconditional samples under the grammar: no fewer and no more distinct elements than the training
         # crystals have (recorded with the packing; reduced MP-20: 2 to 3)
         self.element_range = element_range
+        # unconditional samples under the packing bound: where a crystal may end and only elements the model gives
+        # less than this share of its element probability still fit, end it instead of forcing one of them in
+        self.filler_floor = filler_floor
         self._grammar = None
         self.source: dict | None = None  # from_pretrained's arguments, where it loaded the model
         self.vllm = None  # a VLLMSampler when loaded with backend="vllm"
@@ -92,12 +95,12 @@ class Generator:
                         enforce_conditions: bool = True, backend: str = "hf",
                         check_symmetry: bool = False, packing: Packing | bool = False,
                         packing_spread: float | None = None, charge_balance: bool = False,
-                        element_range: bool = False) -> Generator:
+                        element_range: bool = False, filler_floor: float | None = None) -> Generator:
         """Load a model directory; ``backend="vllm"`` samples with vLLM on a GPU (no grammar there).
         ``packing`` (grammar only): True bounds the atoms by the cell with the volume increments fitted on the
         model's training set, where its instruction set recorded them; a :class:`Packing` is used as given; off
         by default, so that samples measure the model (``crystalicl generate`` turns it on). ``packing_spread``,
-        ``charge_balance``, ``element_range``: see the attributes of the same name."""
+        ``charge_balance``, ``element_range``, ``filler_floor``: see the attributes of the same name."""
         import torch
 
         from crystalicl.model.loading import load_trained, read_meta
@@ -120,12 +123,13 @@ class Generator:
         if packing is True:
             packing = model_packing(meta)
         gen = cls(model, tok, meta["format"], PromptTemplate.from_dict(meta["template"]), meta["kind"], constrained,
-                  enforce_conditions, check_symmetry, packing or None, packing_spread, charge_balance, element_range)
+                  enforce_conditions, check_symmetry, packing or None, packing_spread, charge_balance, element_range,
+                  filler_floor)
         # how to load it again: parallel sampling workers (crystalicl.parallel) each load their own copy
         gen.source = {"model_dir": str(model_dir), "constrained": constrained, "device": device,
                       "enforce_conditions": enforce_conditions, "check_symmetry": check_symmetry,
                       "packing": packing or False, "packing_spread": packing_spread, "charge_balance": charge_balance,
-                      "element_range": element_range}
+                      "element_range": element_range, "filler_floor": filler_floor}
         return gen
 
     @property
@@ -190,15 +194,16 @@ class Generator:
 
     def _targets(self, conditions: list[dict | None] | None, windows: list | None, n: int) -> list:
         """The grammar's Target of each prompt: its conditions where enforced; for a prompt without conditions, its
-        packing window, and the charge balance and element range where asked for."""
+        packing window, and the charge balance, element range and filler floor where asked for."""
         from crystalicl.constrained import Target
 
         span = self.packing.elements if self.element_range and self.packing is not None else None
         out = []
         for c, w in zip(conditions or [None] * n, windows or [None] * n, strict=True):
             t = self.grammar.target(c) if self.enforce_conditions and c is not None else None
-            if c is None and (w is not None or self.charge_balance or span is not None):
-                t = replace(t or Target(), window=w, balanced=self.charge_balance, n_elements=span)
+            if c is None and (w is not None or self.charge_balance or span is not None or self.filler_floor):
+                t = replace(t or Target(), window=w, balanced=self.charge_balance, n_elements=span,
+                            filler_floor=self.filler_floor or None)
             elif w is not None:
                 t = replace(t or Target(), window=w)
             out.append(t)
