@@ -764,22 +764,23 @@ def main():
         setup["decoding"] = "grammar-constrained, conditions enforced"
     if a.packing:
         setup["decoding"] += "; atoms bounded by the cell volume (packing)"
-    if a.packing_spread and not a.packing:
-        ap.error("--packing-spread narrows the --packing bound: it needs --packing")
-    if a.packing_spread:
-        setup["decoding"] += (f"; each unconditional sample held to its own packing window (±{a.packing_spread} "
-                              "quantiles of the training ratios)")
-    if a.charge_balance:
-        setup["decoding"] += "; unconditional samples end only charge-balanced while another site fits"
-    if a.element_range and not a.packing:
-        ap.error("--element-range reads the training crystals' element counts from the packing fit: it needs --packing")
-    if a.element_range:
-        setup["decoding"] += "; unconditional samples keep to the training crystals' number of distinct elements"
-    if a.filler_floor and not a.packing:
-        ap.error("--filler-floor relaxes what the --packing bound forces: it needs --packing")
-    if a.filler_floor:
-        setup["decoding"] += (f"; unconditional samples end rather than take an element the model gives less than "
-                              f"{a.filler_floor} of its element probability, where they may end")
+    # decoding options for unconditional samples: (option, why it needs --packing or None, its decoding phrase)
+    unconditional_options = (
+        ("packing_spread", "--packing-spread narrows the --packing bound",
+         f"; each unconditional sample held to its own packing window (±{a.packing_spread} quantiles of the training "
+         "ratios)"),
+        ("charge_balance", None, "; unconditional samples end only charge-balanced while another site fits"),
+        ("element_range", "--element-range reads the training crystals' element counts from the packing fit",
+         "; unconditional samples keep to the training crystals' number of distinct elements"),
+        ("filler_floor", "--filler-floor relaxes what the --packing bound forces",
+         f"; unconditional samples end rather than take an element the model gives less than {a.filler_floor} of "
+         "its element probability, where they may end"),
+    )
+    for key, needs, phrase in unconditional_options:
+        if getattr(a, key) and needs and not a.packing:
+            ap.error(f"{needs}: it needs --packing")
+        if getattr(a, key):
+            setup["decoding"] += phrase
     if a.temperature != ap.get_default("temperature"):
         setup["decoding"] += f"; temperature {a.temperature}"
     if a.check_symmetry:

@@ -630,8 +630,9 @@ class Grammar:
         distinct ones than ``span`` allows; while the crystal is short of the fewest, an element it holds only if a
         new one's site still fits after it."""
         names = self._free_names(sites, span)
+        used = {p[0] for p in sites}
+        full = span is not None and len(used) >= span[1]
         if not fills:  # no bound to check: any element, or those placed once the crystal has its most
-            full = span is not None and len({p[0] for p in sites}) >= span[1]
             return np.array([self.token_id_of[e] for e in names if e in self.token_id_of], int) if full \
                 else self.cls["element"]
         taken = frozenset(p[1] for p in sites if len(p) > 1) | blocked
@@ -641,7 +642,6 @@ class Grammar:
             first = min((lab for lab in self.labels(symbol) if lab not in taken & self.fixed_labels(symbol)),
                         key=lambda lab: int(lab[:-1]), default=None)  # holds one orbit only)
             m_next = self._smallest_orbit(symbol, taken | {first}) if first is not None else m
-        used = {p[0] for p in sites}
         for fill in fills:
             ok = [e for e in names if e in self.token_id_of and self._fits(fill, e, m)]
             new = [e for e in ok if e not in used]
@@ -652,7 +652,7 @@ class Grammar:
                     (fill[0] + v[e] * m, fill[1], fill[2], fill[3] + m, fill[4]), light, m_next)]
             if ok:
                 return np.array([self.token_id_of[e] for e in ok], int)
-        if span is not None and len(used) >= span[1]:  # nothing fits: overfill, but within the range
+        if full:  # nothing fits: overfill, but within the range
             return np.array([self.token_id_of[e] for e in names if e in self.token_id_of], int)
         return self.cls["element"]
 
