@@ -777,9 +777,9 @@ def main():
          "its element probability, where they may end"),
     )
     for key, needs, phrase in unconditional_options:
-        if getattr(a, key) and needs and not a.packing:
-            ap.error(f"{needs}: it needs --packing")
         if getattr(a, key):
+            if needs and not a.packing:
+                ap.error(f"{needs}: it needs --packing")
             setup["decoding"] += phrase
     if a.temperature != ap.get_default("temperature"):
         setup["decoding"] += f"; temperature {a.temperature}"

@@ -528,11 +528,12 @@ class Grammar:
         """Whether a crystal without a formula, at the start of an element line, could have ended after its last
         site: its atoms fill the cell at least as much as the whole packing window asks, and it meets ``target``'s
         element range and charge balance."""
+        if self.packing is None or not text.endswith("\n") or (target is not None and target.formula is not None):
+            return False  # checked before splitting: the logits processor asks at nearly every token
         lines = text.split("\n")
         head = 0 if self.fmt == "xyz" else 1
         site_line = len(lines) - head - 3
-        if self.packing is None or lines[-1] != "" or site_line < 2 or site_line % 2 or \
-                (target is not None and target.formula is not None):
+        if site_line < 2 or site_line % 2:
             return False
         sites = [ln.split(" ") for ln in lines[head + 2:-1:2]]
         fill = self._fill(lines, head, len(sites))
