@@ -212,9 +212,19 @@ class Bench:
         return 1 if gen.constrained and not gen.check_symmetry else 5
 
     # --- sampling + scoring ---------------------------------------------------------------------------
+    def side(self) -> tuple[int, int]:
+        """(prompts per run, runs) of the cross-domain and ablation tables: ``--side-n`` and ``--side-runs``, a
+        documented subset where their many 3-shot jobs at the full ``--n`` × ``--runs`` do not fit."""
+        return getattr(self.a, "side_n", None) or self.a.n, getattr(self.a, "side_runs", None) or self.a.runs
+
     def conditional(self, model: Path, target: str, shots: int, strategy: str = "C", pool_split: str = "train",
-                    shuffle: bool = False, tag: str = "") -> dict:
-        """Mean ± std over ``--runs`` runs of ``--n`` test prompts (all of the target's conditions)."""
+                    shuffle: bool = False, tag: str = "", n: int | None = None, runs: int | None = None) -> dict:
+        """Mean ± std over ``runs`` (default ``--runs``) runs of ``n`` (default ``--n``) test prompts (all of the
+        target's conditions). Another ``n`` samples into its own directories: a run's directory is resumed by
+        prompt, so it must not mix prompt sets."""
+        n, runs = n or self.a.n, runs or self.a.runs
+        if n != self.a.n:
+            tag += f"-n{n}"
         from crystalicl.data.prepare import load_prepared
         from crystalicl.data.registry import dataset
         from crystalicl.evaluate import aggregate_runs, evaluate_conditional, load_samples
@@ -226,9 +236,9 @@ class Bench:
         names = list(dataset(target).conditions)
         pool = load_pool(target, pool_split, fingerprints=strategy in ("F", "CF"), workers=self.a.workers,
                          progress=False) if shots else None
-        runs = []
-        for r in range(self.a.runs):
-            targets = test.sample(n=min(self.a.n, len(test)), random_state=r)
+        scored = []
+        for r in range(runs):
+            targets = test.sample(n=min(n, len(test)), random_state=r)
             out = model.parent / f"cond-{target}-{shots}shot-{strategy}{tag}-run{r}"
             jobs = conditional_jobs(gen, targets, pool, names, shots, strategy, seed=r, shuffle=shuffle)
             generate_to_file(gen, jobs, out, batch_size=self.a.batch_size, seed=r, processes=self.a.processes,
@@ -236,8 +246,8 @@ class Bench:
                              temperature=self.a.temperature)
             samples = self.sampled(out, load_samples(out / "samples.jsonl"))
             if self.scoring:
-                runs.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
-        return aggregate_runs(runs) if runs else {}
+                scored.append(evaluate_conditional(samples, out / "eval", workers=self.a.workers, progress=False))
+        return aggregate_runs(scored) if scored else {}
 
     def unconditional(self, model: Path, ds: str) -> dict:
         from crystalicl.evaluate import evaluate_unconditional, load_samples
@@ -320,11 +330,12 @@ def run_unconditional(b: Bench, res: dict) -> None:
 
 def run_cross_domain(b: Bench, res: dict) -> None:
     src = mp20_name()
+    n, runs = b.side()
     for fmt in b.a.formats:
         model = b.model(src, b.a.icl_arm, fmt)
         for target in ("perov5", "carbon24"):
             for shots in (0, 3):
-                m = b.conditional(model, target, shots, tag="-cross")
+                m = b.conditional(model, target, shots, tag="-cross", n=n, runs=runs)
                 res["cross_domain"].setdefault(TABLE_KEY[target], {})[
                     f"{b.a.icl_arm} ({FORMAT_NAME[fmt]}) {shots}-shot, trained on {TABLE_KEY[src]}"] = _row(
                     m, ["formula", "space_group", "formula_std", "space_group_std", "parse_rate", "valid_overall"])
@@ -383,13 +394,14 @@ def run_ablations(b: Bench, res: dict) -> None:
 
 def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> None:
     """Tables 4-5: demonstration selection (and shuffled order) at 3 shots, and K = 1, 2, 3 — one model."""
+    n, runs = b.side()
     for strategy, shuffle in (("C", False), ("CF", False), ("F", False), ("R", False), ("C", True)):
-        m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "")
+        m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "", n=n, runs=runs)
         res["ablation_inference_selection"][strategy + (" shuffled" if shuffle else "")] = [
             round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
         _save(b, res)
     for k in (1, 2, 3):
-        m = b.conditional(model, ds, k, "C", pool)
+        m = b.conditional(model, ds, k, "C", pool, n=n, runs=runs)
         res["ablation_k"][f"K={k}"] = [round(m.get(x, float("nan")), 4) for x in PAPER_CONDITIONAL]
         _save(b, res)
 
@@ -397,10 +409,11 @@ def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> N
 def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
     """Table 3: one model per instruction mixture, trained the way the CrystalICL arm is."""
     training = b.a.icl_arm.removeprefix("CrystalICL")  # "" or "+curriculum"
+    n, runs = b.side()
     for arm in MIXTURE_ARMS:
         model = b.model(ds, arm + training, fmt)
         for shots in (0, 3):
-            m = b.conditional(model, ds, shots, pool_split=pool)
+            m = b.conditional(model, ds, shots, pool_split=pool, n=n, runs=runs)
             res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
                 round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
             _save(b, res)
@@ -567,9 +580,10 @@ def markdown(res: dict) -> str:
                 ("–" if v is None else f"{v:.3f}") + (f" [{p[i]:.3f}]" if p and p[i] is not None else "")
                 for i, v in enumerate(row)) + " |")
         md.append("")
+    side = _side(res["setup_by_dataset"].get("MP20", {}))
     for title, key in (("Cross-domain", "cross_domain"),):
         for tgt, arms in res[key].items():
-            md += [f"## {title}: {tgt}", "", "| arm | formula | space group | parse |", "|---|---|---|---|"]
+            md += [f"## {title}: {tgt}{side}", "", "| arm | formula | space group | parse |", "|---|---|---|---|"]
             md += [f"| {n} | {m.get('formula', 0):.3f} | {m.get('space_group', 0):.3f} | {m.get('parse_rate', 0):.3f} |"
                    for n, m in arms.items()]
             md.append("")
@@ -580,13 +594,20 @@ def markdown(res: dict) -> str:
     arm = res["setup_by_dataset"].get("MP20", {}).get("icl_arm", "CrystalICL")
     mixtures = paper.get("ablation_instruction_types_3shot_MP20_train_MP30_demos", {})
     for shots, rows in res["ablation_instruction_types"].items():
-        md += _rows_md(f"Ablation: instruction mixtures, {shots} (every model trained as {arm} is)", rows,
+        md += _rows_md(f"Ablation: instruction mixtures, {shots} (every model trained as {arm} is){side}", rows,
                        mixtures.get(shots, {}))
-    md += _rows_md(f"Ablation: demonstration selection, 3-shot ({arm})", res["ablation_inference_selection"],
+    md += _rows_md(f"Ablation: demonstration selection, 3-shot ({arm}){side}", res["ablation_inference_selection"],
                    paper.get("ablation_inference_selection_3shot", {}))
-    md += _rows_md(f"Ablation: number of C demonstrations ({arm})", res["ablation_k"],
+    md += _rows_md(f"Ablation: number of C demonstrations ({arm}){side}", res["ablation_k"],
                    {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")})
     return "\n".join(md)
+
+
+def _side(setup: dict) -> str:
+    """The cross-domain and ablation tables' prompts, where ``--side-n``/``--side-runs`` made them a subset."""
+    if not (setup.get("side_n") or setup.get("side_runs")):
+        return ""
+    return f", {setup.get('side_runs') or setup['runs']} × {setup.get('side_n') or setup['n']} prompts (a subset)"
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> list[str]:
@@ -725,6 +746,10 @@ def main():
     ap.add_argument("--name", default="paper_tables", help="results file (benchmarks/results/NAME.json)")
     ap.add_argument("--n", type=int, default=1000, help="prompts per run")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--side-n", dest="side_n", type=int, default=None,
+                    help="prompts per run of the cross-domain and ablation tables (default --n): a documented subset")
+    ap.add_argument("--side-runs", dest="side_runs", type=int, default=None,
+                    help="runs of the cross-domain and ablation tables (default --runs): a documented subset")
     ap.add_argument("--n-uncond", dest="n_uncond", type=int, default=10000)
     ap.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     ap.add_argument("--max-tokens", dest="max_tokens", type=int, default=512)
@@ -787,7 +812,7 @@ def main():
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
     for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "charge_balance", "element_range",
-                "processes", "temperature", "filler_floor",
+                "processes", "temperature", "filler_floor", "side_n", "side_runs",
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",

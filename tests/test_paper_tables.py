@@ -98,7 +98,7 @@ def test_train_only_trains_exactly_the_models_the_tables_sample_from(monkeypatch
     and the first must train none it does not."""
     a = argparse.Namespace(datasets=["perov5", "mp20_biternary"], formats=["sgs", "xyz"], curriculum=0.5,
                            arms=["CrystalLLM", "CrystalICL+curriculum"], icl_arm="CrystalICL+curriculum",
-                           ablations=["inference", "mixtures"], name="unused", work="unused")
+                           ablations=["inference", "mixtures"], name="unused", work="unused", n=1000, runs=5)
     b = paper_tables.Bench(a)
     calls = []
     monkeypatch.setattr(b, "model", lambda ds, arm, fmt: calls.append((ds, arm, fmt)) or Path(ds, arm, fmt))
@@ -226,3 +226,48 @@ def test_sample_only_draws_every_sample_the_tables_score_and_scores_none(monkeyp
     setup = {"training_hardware": "NVIDIA H200", "sampling_hardware": "1 × NVIDIA H200"}
     assert paper_tables._hardware({"hardware": {"cpus": 2}}, setup) == (
         "trained on NVIDIA H200, sampled on 1 × NVIDIA H200, scored on 2 CPUs")
+
+
+def test_side_tables_sample_their_subset_into_their_own_directories(monkeypatch, tmp_path):
+    """``--side-n``/``--side-runs`` shrink the cross-domain and ablation jobs only, and a job at another prompt
+    count samples into its own directory: a directory is resumed prompt by prompt, so a 200-prompt job sharing
+    the 1,000-prompt job's directory would score all 1,000 of its samples."""
+    import pandas as pd
+
+    import crystalicl.data.prepare
+    import crystalicl.evaluate
+    import crystalicl.generate
+    import crystalicl.instructions
+
+    a = argparse.Namespace(formats=["sgs"], icl_arm="CrystalICL", work=str(tmp_path), name="unused", runs=5, n=4,
+                           side_n=2, side_runs=1, batch_size=4, max_tokens=8, workers=1, processes=1,
+                           temperature=0.9, ablations=["inference"], datasets=["perov5"], arms=[], curriculum=0.0)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "model", lambda ds, arm, fmt: tmp_path / ds / f"{arm}-{fmt}" / "model")
+    monkeypatch.setattr(b, "generator", lambda model: argparse.Namespace(constrained=None))
+    monkeypatch.setattr(paper_tables, "mp20_name", lambda: "mp20_biternary")
+    monkeypatch.setattr(paper_tables, "_protocol", lambda ds: "reduced (mp20_biternary)")
+    monkeypatch.setattr(paper_tables, "_save", lambda *args: None)
+    monkeypatch.setattr(crystalicl.data.prepare, "load_prepared", lambda ds, split: pd.DataFrame({"x": range(9)}))
+    monkeypatch.setattr(crystalicl.instructions, "load_pool", lambda *args, **kw: None)
+    monkeypatch.setattr(crystalicl.generate, "conditional_jobs", lambda gen, targets, *args, **kw: list(targets.x))
+    drawn = {}
+
+    def draw(gen, jobs, out, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "samples.jsonl").write_text(json.dumps({"id": "0"}) + "\n")
+        drawn[out.relative_to(tmp_path).as_posix()] = len(jobs)
+
+    monkeypatch.setattr(crystalicl.generate, "generate_to_file", draw)
+    monkeypatch.setattr(crystalicl.evaluate, "evaluate_conditional", lambda *args, **kw: {})
+    monkeypatch.setattr(crystalicl.evaluate, "aggregate_runs", lambda runs: {"runs": len(runs)})
+    res = _fresh()
+    paper_tables.run_cross_domain(b, res)
+    paper_tables.run_ablations(b, res)
+    assert drawn and all(k == 2 and "-n2-run0" in d for d, k in drawn.items())
+    assert "mp20_biternary/CrystalICL-sgs/cond-perov5-3shot-C-cross-n2-run0" in drawn
+    assert "mp20_biternary/CrystalICL-sgs/cond-mp20_biternary-3shot-C-shuffled-n2-run0" in drawn
+    b.conditional(b.model("perov5", "CrystalICL", "sgs"), "perov5", 0)  # a main-table job keeps --n and --runs
+    assert [drawn[f"perov5/CrystalICL-sgs/cond-perov5-0shot-C-run{r}"] for r in range(5)] == [4] * 5
+    setup = {"n": 4, "runs": 5, "side_n": 2, "side_runs": 1}
+    assert paper_tables._side(setup) == ", 1 × 2 prompts (a subset)" and paper_tables._side({"n": 4}) == ""
