@@ -172,7 +172,8 @@ class Bench:
         from crystalicl.model.loading import read_meta
 
         m = read_meta(self.work / ds / f"curriculum-stage1-{fmt}")["metrics"]
-        keys = ("seconds", "steps", "stopped_by", "copying", "formula_copying", "space_group_copying", "val_loss")
+        keys = ("seconds", "steps", "tokens", "stopped_by", "copying", "formula_copying", "space_group_copying",
+                "val_loss")
         return {k: m[k] for k in keys if k in m}
 
     def sampled(self, out: Path, samples: list[dict]) -> list[dict]:
@@ -265,10 +266,13 @@ class Bench:
 
 
 def _training_summary(m: dict) -> dict:
-    """Steps, seconds and validation loss of a stage: the lowest seen and where, beside the one it ended with
-    (far apart: the budget overfits the training set)."""
+    """Steps, tokens, seconds and validation loss of a stage: the lowest seen and where, beside the one it ended
+    with (far apart: the budget overfits the training set). Tokens show what a budget in seconds bought: the same
+    seconds on a shared machine can buy half the tokens."""
     vals = [(h["val_loss"], h["step"]) for h in m.get("history", []) if "val_loss" in h]
     out = {"steps": m["steps"], "seconds": m["seconds"], "val_loss": round(m.get("val_loss", float("nan")), 4)}
+    if "tokens" in m:
+        out["tokens"] = m["tokens"]
     if vals:
         low, step = min(vals)
         out |= {"lowest_val_loss": round(low, 4), "lowest_at_step": step}
@@ -486,6 +490,11 @@ def _copying(stage: dict) -> str:
     return f"{stage['formula_copying']:.3f} / " + ("–" if sg is None else f"{sg:.3f}")
 
 
+def _tokens(stage: dict) -> str:
+    """A stage's training tokens in millions ("–" for runs from before they were recorded)."""
+    return f"{stage['tokens'] / 1e6:.1f} M" if "tokens" in stage else "–"
+
+
 def _timing_dataset(key: str) -> str:
     """The dataset a timing belongs to: ``train <dataset> <arm> <format>`` or ``<dataset>/<arm dir>/<job>``."""
     return key.split()[1] if key.startswith("train ") else key.split("/")[0]
@@ -558,15 +567,16 @@ def markdown(res: dict) -> str:
         md.append("")
     md += _table("Curriculum, first stage (zero-shot whole-text; teacher-forced copying on validation: the formula's "
                  "elements, and the space group's symbol where measured)",
-                 ["dataset", "text", "seconds", "steps", "stopped by", "copying (formula / space group)", "val loss"],
-                 [[key, f, f"{m['seconds']:.0f}", m["steps"], m.get("stopped_by", ""), _copying(m),
+                 ["dataset", "text", "seconds", "steps", "tokens", "stopped by", "copying (formula / space group)",
+                  "val loss"],
+                 [[key, f, f"{m['seconds']:.0f}", m["steps"], _tokens(m), m.get("stopped_by", ""), _copying(m),
                    f"{m.get('val_loss', float('nan')):.3f}"]
                   for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()])
     md += _table("Training (the sampled model's last stage; validation loss at its end and the lowest seen; "
                  "teacher-forced copying of the weights sampled, where tracked)",
-                 ["dataset", "model", "steps", "seconds", "val loss", "lowest val loss (step)", "weights",
+                 ["dataset", "model", "steps", "tokens", "seconds", "val loss", "lowest val loss (step)", "weights",
                   "copying (formula / space group)"],
-                 [[key, name, m["steps"], f"{m['seconds']:.0f}", f"{m['val_loss']:.3f}",
+                 [[key, name, m["steps"], _tokens(m), f"{m['seconds']:.0f}", f"{m['val_loss']:.3f}",
                    f"{m['lowest_val_loss']:.3f} ({m['lowest_at_step']})" if "lowest_val_loss" in m else "–",
                    f"step {m['restored_step']}" if "restored_step" in m else "last", _copying(m)]
                   for key, arms in res.get("training", {}).items() for name, m in arms.items()])

@@ -271,3 +271,16 @@ def test_side_tables_sample_their_subset_into_their_own_directories(monkeypatch,
     assert [drawn[f"perov5/CrystalICL-sgs/cond-perov5-0shot-C-run{r}"] for r in range(5)] == [4] * 5
     setup = {"n": 4, "runs": 5, "side_n": 2, "side_runs": 1}
     assert paper_tables._side(setup) == ", 1 × 2 prompts (a subset)" and paper_tables._side({"n": 4}) == ""
+
+
+def test_the_training_tables_show_the_tokens_a_budget_bought(committed):
+    """A budget in seconds buys fewer tokens when the shared machine slows down; the tables say how many, and rows
+    from before tokens were recorded still render."""
+    stage = {"steps": 3698, "seconds": 2400.7, "tokens": 11214807, "val_loss": 0.3052,
+             "history": [{"step": 3400, "val_loss": 0.3044}, {"step": 3600, "val_loss": 0.3052}]}
+    summary = paper_tables._training_summary(stage)
+    assert summary["tokens"] == 11214807 and summary["lowest_at_step"] == 3400
+    committed["training"].setdefault("MP20", {})["CrystalLLM (test)"] = summary
+    md = paper_tables.markdown(committed)
+    assert "| MP20 | CrystalLLM (test) | 3698 | 11.2 M | 2401 |" in md
+    assert "| – |" in md.split("## Training")[1]  # a committed row without tokens
