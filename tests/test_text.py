@@ -12,6 +12,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from crystalicl import FORMATS, ParseError, decode, encode
+from crystalicl.text import detect_format
 from crystalicl.text.sgs import decode_naive
 
 EXPECTED_SGS_WYCKOFF = {
@@ -189,3 +190,17 @@ def test_mutated_text_only_ever_raises_parse_error(text, seed, how, fmt):
     except ParseError:
         return
     assert len(s) > 0
+
+
+@pytest.mark.parametrize("fmt", ["sgs", "sgs-wyckoff", "xyz"])
+def test_the_format_is_told_from_real_texts_and_mixed_texts_are_refused(fmt):
+    """An instruction set without its sidecar is labelled by its texts; a wrong label would sample a model trained
+    on SGS-Wyckoff under the SGS grammar, which forbids the Wyckoff letters that carry the atom counts."""
+    structures = [Structure.from_str(c, fmt="cif") for c in sample("mp20_biternary", n=8).cif]
+    texts = [encode(s, fmt) for s in structures]
+    assert detect_format(texts) == fmt
+    other = "sgs" if fmt != "sgs" else "xyz"
+    with pytest.raises(ParseError, match="no format"):
+        detect_format(texts + [encode(structures[0], other)])
+    with pytest.raises(ParseError, match="no crystal text"):
+        detect_format([])

@@ -490,3 +490,21 @@ def test_generator_takes_the_packing_its_instruction_set_recorded(tiny_model, tm
     assert Generator.from_pretrained(model, packing=True).grammar.packing == fitted
     assert Generator.from_pretrained(model).grammar.packing is None  # the API measures the model by default
     assert Generator.from_pretrained(tiny_model[0], packing=True).packing is None  # recorded none
+
+
+def test_an_instruction_set_without_its_sidecar_trains_a_model_labelled_with_its_texts_format(tmp_path):
+    """A JSONL copied without its .meta.json once gave an SGS-Wyckoff model the label SGS, and the model then
+    sampled MP-20 formulas at 0.023 instead of 0.4 (the SGS grammar forbids its Wyckoff letters)."""
+    from crystalicl.errors import ParseError
+
+    rows = [prepare_one(m, c) for m, c in zip(*sample("mp20_biternary", "val", n=12)[["material_id", "cif"]].T.values,
+                                               strict=True)]
+    recs = [{"prompt": DEFAULT.generation(f"The chemical formula is {r['formula']}.", "sgs-wyckoff"),
+             "response": r["sgs_wyckoff"], "task": "zero-shot"} for r in rows if not r["error"]]
+    write_jsonl(recs, tmp_path / "copied.jsonl")
+    train(TrainConfig(data=str(tmp_path / "copied.jsonl"), out=str(tmp_path / "m"), max_steps=1, batch_size=4),
+          progress=False)
+    assert json.loads((tmp_path / "m" / "crystalicl.json").read_text())["format"] == "sgs-wyckoff"
+    write_jsonl([dict(recs[0], response="not a crystal")], tmp_path / "bad.jsonl")
+    with pytest.raises(ParseError, match="no .meta.json.*--format"):
+        train(TrainConfig(data=str(tmp_path / "bad.jsonl"), out=str(tmp_path / "b"), max_steps=1), progress=False)

@@ -44,7 +44,7 @@ class TrainConfig:
     base_model: str | None = None  # hub id, directory or .gguf file; None: the compact model
     init_from: str | None = None  # compact only: start from this trained model's weights (curriculum stage 2)
     preset: str = "tiny"
-    fmt: str | None = None  # read from the instruction set's .meta.json when None
+    fmt: str | None = None  # None: from the instruction set's .meta.json, else told from its texts
     epochs: float = 1.0
     max_steps: int | None = None
     time_budget: float | None = None  # seconds of training, then save and stop
@@ -114,6 +114,19 @@ def _batches(n_examples: int, lengths: np.ndarray, batch_size: int, seed: int, e
         batches += [w[i:i + batch_size] for i in range(0, len(w), batch_size)]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+def format_of(records: list[dict], path: str, n: int = 8) -> str:
+    """The text format of an instruction set without its ``.meta.json`` (copied alone, or written by hand), told
+    from its first ``n`` crystal responses: the model's label decides the grammar it samples under."""
+    from crystalicl.errors import ParseError
+    from crystalicl.text import detect_format
+
+    texts = [r["response"] for r in records if r.get("task") != "property" and r.get("response")][:n]
+    try:
+        return detect_format(texts)
+    except ParseError as e:
+        raise ParseError(f"{path} has no .meta.json and {e}: pass its format (--format)") from None
 
 
 def _read_records(path: str) -> tuple[list[dict], dict]:
@@ -262,7 +275,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     records, data_meta = _read_records(cfg.data)
-    fmt = cfg.fmt or data_meta.get("format") or "sgs"
+    fmt = cfg.fmt or data_meta.get("format") or format_of(records, cfg.data)
     prior = read_meta(Path(cfg.init_from)) if cfg.init_from is not None else None  # curriculum: earlier stage
     if prior is not None and prior.get("format") != fmt:
         raise ValueError(f"init_from model writes {prior.get('format')!r} text but {cfg.data} is {fmt!r}")

@@ -65,6 +65,29 @@ def decode(text: str, fmt: str = "sgs"):
         raise ParseError(f"could not decode {fmt} text: {type(e).__name__}: {e}") from e
 
 
+def detect_format(texts) -> str:
+    """The one crystal-text format (SGS-Wyckoff, SGS or XYZ) in which every text decodes.
+
+    For an instruction set that has lost its sidecar: a model trained on SGS-Wyckoff text but labelled SGS samples
+    under the SGS grammar, which forbids the Wyckoff letters it learned, and writes the wrong atom counts."""
+    texts = list(texts)
+    if not texts:
+        raise ParseError("no crystal text to tell the format from")
+
+    def decodes(text: str, fmt: str) -> bool:
+        try:
+            decode(text, fmt)
+        except ParseError:
+            return False
+        return True
+
+    fits = [fmt for fmt in ("sgs-wyckoff", "sgs", "xyz") if all(decodes(t, fmt) for t in texts)]
+    if len(fits) != 1:
+        raise ParseError(f"the crystal texts decode in {' and '.join(fits) if fits else 'no format'}; "
+                         "the format cannot be told from them")
+    return fits[0]
+
+
 def written_space_group(text: str, fmt: str) -> int | None:
     """The space-group number an SGS text names on its first line (None for XYZ and CIF, which name none
     the model chose, or for an unknown symbol)."""
