@@ -141,19 +141,26 @@ class Bench:
         common = dict(preset=self.a.preset, base_model=self.a.base_model, epochs=self.a.epochs,
                       batch_size=self.a.train_batch_size, eval_every=200, save_every=200, seed=self.a.train_seed,
                       resume=True, keep_best=self.a.keep_best, best_by=self.a.best_by, track_copying=True)
-        budget = self.a.budget
+        # the budget in seconds, or with --token-budget in training tokens (equal compute on a machine whose speed
+        # varies): the first stage gets its share of it, the second what the first left
+        tokens = getattr(self.a, "token_budget", None)
+        budget, spent_key = (tokens, "tokens") if tokens else (self.a.budget, "seconds")
+
+        def share(x: float) -> dict:
+            return {"token_budget": int(x)} if tokens else {"time_budget": x}
+
         if init is not None:
             if not (init / META).exists() and self.a.stage1_from:
                 self._copy_stage1(ds, init)
             elif not (init / META).exists():
                 data, val = self.data(ds, "CrystalLLM", fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
-                                  time_budget=budget * self.a.curriculum, stop_at_copying=self.a.switch_at,
+                                  stop_at_copying=self.a.switch_at, **share(budget * self.a.curriculum),
                                   **common | {"patience": self.a.stage1_patience}))
             early = self.a.switch_at or self.a.stage1_patience  # the first stage may end before its share
-            budget -= read_meta(init)["metrics"]["seconds"] if early else budget * self.a.curriculum
+            budget -= read_meta(init)["metrics"][spent_key] if early else budget * self.a.curriculum
         data, val = self.data(ds, base, fmt)
-        train(TrainConfig(data=str(data), val_data=str(val), out=str(out), time_budget=budget,
+        train(TrainConfig(data=str(data), val_data=str(val), out=str(out), **share(budget),
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
 
     def _copy_stage1(self, ds: str, init: Path) -> None:
@@ -540,7 +547,7 @@ def markdown(res: dict) -> str:
         model += f", training seed {s['train_seed']}" if s.get("train_seed") else ""
         model += f", {s['few_shot']} few-shot instructions per target" if s.get("few_shot", 1) != 1 else ""
         uncond = s["n_uncond"] if key in res["unconditional"] else "–"
-        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {s['budget_s']:.0f} s | "
+        md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {_budget(s)} | "
                   f"{s['runs']} × {s['n']} | {uncond} | {_curriculum(s)} | "
                   f"{s.get('uncond_share') or '–'} | {s.get('epochs', DEFAULT_EPOCHS):g} | {_hardware(pv, s)} | "
                   f"{(pv.get('commit') or '')[:7]}{' (dirty)' if pv.get('dirty') else ''} | {pv.get('date', '')} |")
@@ -611,6 +618,12 @@ def markdown(res: dict) -> str:
     md += _rows_md(f"Ablation: number of C demonstrations ({arm}){side}", res["ablation_k"],
                    {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")})
     return "\n".join(md)
+
+
+def _budget(setup: dict) -> str:
+    """An arm's training budget: tokens where ``--token-budget`` set it, else seconds."""
+    tokens = setup.get("token_budget")
+    return f"{tokens / 1e6:g} M tokens" if tokens else f"{setup['budget_s']:.0f} s"
 
 
 def _side(setup: dict) -> str:
@@ -716,6 +729,9 @@ def main():
                          "sampling seconds recorded add up the workers' seconds")
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="sampling backend (vllm: GPU, no grammar)")
     ap.add_argument("--budget", type=float, default=1800, help="training seconds per arm")
+    ap.add_argument("--token-budget", dest="token_budget", type=int, default=None,
+                    help="training tokens per arm instead of --budget seconds: equal compute where the machine's "
+                         "speed varies between arms (a curriculum's first stage gets --curriculum of them)")
     ap.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
     ap.add_argument("--train-seed", dest="train_seed", type=int, default=0,
                     help="training seed of every arm (initialisation and batch order; the instructions stay the "
@@ -822,7 +838,7 @@ def main():
         setup["decoding"] += "; redrawn (up to 5 draws) when the crystal lacks its written group at symprec 0.01"
     # an option enters the setup only where it differs from its default: setups measured before it existed stay equal
     for key in ("enforce_conditions", "check_symmetry", "packing", "packing_spread", "charge_balance", "element_range",
-                "processes", "temperature", "filler_floor", "side_n", "side_runs",
+                "processes", "temperature", "filler_floor", "side_n", "side_runs", "token_budget",
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",

@@ -284,3 +284,32 @@ def test_the_training_tables_show_the_tokens_a_budget_bought(committed):
     md = paper_tables.markdown(committed)
     assert "| MP20 | CrystalLLM (test) | 3698 | 11.2 M | 2401 |" in md
     assert "| – |" in md.split("## Training")[1]  # a committed row without tokens
+
+
+def test_a_token_budget_splits_the_curriculum_by_tokens_and_names_itself(monkeypatch, tmp_path):
+    """``--token-budget``: the first stage gets its share of the tokens and the mixture the tokens it left, so two
+    arms trained in sessions of different machine speed get the same compute."""
+    import crystalicl.train
+
+    configs = []
+
+    def fake_train(cfg):
+        configs.append(cfg)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": {"seconds": 9.0, "tokens": 4_000_000}}))
+
+    monkeypatch.setattr(crystalicl.train, "train", fake_train)
+    a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
+                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss", budget=1200.0,
+                           curriculum=0.5, switch_at=0.95, stage1_patience=None, stage1_from=None,
+                           token_budget=20_000_000)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    init = b.work / "mp20" / "curriculum-stage1-sgs"
+    b._train("mp20", "CrystalICL", "sgs", b.work / "mp20" / "CrystalICL+curriculum-sgs" / "model", init)
+    b._train("mp20", "CrystalLLM", "sgs", b.work / "mp20" / "CrystalLLM-sgs" / "model", None)
+    stage1, mixture, baseline = configs
+    assert stage1.token_budget == 10_000_000 and stage1.time_budget is None
+    assert mixture.token_budget == 16_000_000 and baseline.token_budget == 20_000_000  # stage 1 stopped at 4 M
+    assert paper_tables._budget({"budget_s": 1200.0, "token_budget": 20_000_000}) == "20 M tokens"
+    assert paper_tables._budget({"budget_s": 1200.0}) == "1200 s"

@@ -508,3 +508,14 @@ def test_an_instruction_set_without_its_sidecar_trains_a_model_labelled_with_its
     write_jsonl([dict(recs[0], response="not a crystal")], tmp_path / "bad.jsonl")
     with pytest.raises(ParseError, match="no .meta.json.*--format"):
         train(TrainConfig(data=str(tmp_path / "bad.jsonl"), out=str(tmp_path / "b"), max_steps=1), progress=False)
+
+
+def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, tmp_path):
+    """Equal compute on a shared machine: the run stops within one step of its token budget, whatever the clock,
+    with the learning rate decayed as a time-budgeted run's is."""
+    m = train(TrainConfig(data=str(perov_instructions), out=str(tmp_path), epochs=1000, batch_size=8, log_every=1,
+                          token_budget=20_000, eval_every=10**9, save_every=10**9), progress=False)
+    lrs = [h["lr"] for h in m["history"] if "lr" in h]
+    per_step = m["tokens"] / m["steps"]
+    assert m["stopped_by"] == "token_budget" and 20_000 <= m["tokens"] < 20_000 + 3 * per_step
+    assert max(lrs) > 0.5 * 2e-3 and lrs[-1] < 0.1 * 2e-3

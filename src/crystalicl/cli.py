@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=float, default=1.0)
     q.add_argument("--max-steps", dest="max_steps", type=int, default=None)
     q.add_argument("--time-budget", dest="time_budget", type=float, default=None, help="seconds, then stop")
+    q.add_argument("--token-budget", dest="token_budget", type=int, default=None,
+                   help="training tokens, then stop: equal compute where the machine's speed varies")
     q.add_argument("--batch-size", dest="batch_size", type=int, default=8)
     q.add_argument("--grad-accum", dest="grad_accum", type=int, default=1)
     q.add_argument("--lr", type=float, default=None)

@@ -3,7 +3,9 @@
 The loss is the negative log-likelihood of the response (and end-of-sequence) given the prompt; prompt
 tokens are not scored (``full_loss`` scores everything, as the CrystaLLM-style baseline does).
 The learning rate warms up, then follows a cosine over the run's progress — steps, or the share of
-``time_budget`` spent when that is further along, so a budgeted run always ends annealed.
+``time_budget`` (or ``token_budget``) spent when that is further along, so a budgeted run always ends annealed.
+A token budget is equal compute for arms trained on a shared machine whose speed varies: the same seconds bought
+11.2 M tokens in one session and 25.7 M in another.
 Checkpoints (weights, optimiser, scheduler, step) are written atomically every ``save_every`` steps and
 when the wall-clock budget runs out; ``resume`` continues from the last one with the same batch order
 (the order is a pure function of seed and epoch). ``init_from`` starts a compact model from an earlier run's
@@ -48,6 +50,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None
     time_budget: float | None = None  # seconds of training, then save and stop
+    token_budget: int | None = None  # tokens of training (prompt and response, padding not), then save and stop
     batch_size: int = 8
     grad_accum: int = 1
     lr: float | None = None  # default: 5e-4 (LoRA, the paper's) / 2e-3 (compact)
@@ -315,7 +318,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     lr = cfg.lr or (5e-4 if kind == "lora" else 2e-3)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    clock = {"elapsed": 0.0}  # training seconds so far, read by the schedule
+    clock = {"elapsed": 0.0, "tokens": 0}  # training seconds and tokens so far, read by the schedule
 
     def lr_factor(step: int) -> float:
         """Warm-up then cosine decay over the run's progress: steps done, or the time budget spent if that
@@ -323,6 +326,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         p = step / total
         if cfg.time_budget:
             p = max(p, clock["elapsed"] / cfg.time_budget)
+        if cfg.token_budget:
+            p = max(p, clock["tokens"] / cfg.token_budget)
         if p < cfg.warmup:
             return p / cfg.warmup
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (p - cfg.warmup) / max(1.0 - cfg.warmup, 1e-9))))
@@ -352,7 +357,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 continue
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            clock["elapsed"] = state.seconds + time.perf_counter() - t_start
+            clock["elapsed"], clock["tokens"] = state.seconds + time.perf_counter() - t_start, state.tokens
             sched.step()
             opt.zero_grad(set_to_none=True)
             state.step += 1
@@ -384,7 +389,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 if state.kept_score is None or score > state.kept_score:
                     state.kept_step, state.kept_score = state.step, score
                     best = _trainable(acc.unwrap_model(model))
-            over_budget = cfg.time_budget is not None and elapsed >= cfg.time_budget
+            spent = "time_budget" if cfg.time_budget is not None and elapsed >= cfg.time_budget else \
+                "token_budget" if cfg.token_budget is not None and state.tokens >= cfg.token_budget else None
+            over_budget = spent is not None
             if world > 1:  # every process stops at the same step
                 over_budget = bool(acc.reduce(torch.tensor(float(over_budget), device=device), "max") > 0)
             if state.step % cfg.save_every == 0 or state.step >= total or over_budget or copies or stale:
@@ -394,7 +401,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                 acc.wait_for_everyone()
                 t_start, tokens_start = t0, state.tokens  # checkpoint time is not training time
             if over_budget or copies or stale:
-                stopped_by = "time_budget" if over_budget else "copying" if copies else "patience"
+                budget = spent or ("time_budget" if cfg.time_budget is not None else "token_budget")  # another rank's
+                stopped_by = budget if over_budget else "copying" if copies else "patience"
                 break
             if state.step >= total:
                 break
