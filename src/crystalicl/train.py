@@ -50,7 +50,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None
     time_budget: float | None = None  # seconds of training, then save and stop
-    token_budget: int | None = None  # tokens of training (prompt and response, padding not), then save and stop
+    token_budget: int | None = None  # training tokens of this process (prompt and response, not padding), then stop
     batch_size: int = 8
     grad_accum: int = 1
     lr: float | None = None  # default: 5e-4 (LoRA, the paper's) / 2e-3 (compact)
