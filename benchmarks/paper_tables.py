@@ -220,17 +220,15 @@ class Bench:
         return 1 if gen.constrained and not gen.check_symmetry else 5
 
     # --- sampling + scoring ---------------------------------------------------------------------------
-    def side(self) -> tuple[int, int]:
-        """(prompts per run, runs) of the cross-domain and ablation tables: ``--side-n`` and ``--side-runs``, a
-        documented subset where their many 3-shot jobs at the full ``--n`` × ``--runs`` do not fit."""
-        return getattr(self.a, "side_n", None) or self.a.n, getattr(self.a, "side_runs", None) or self.a.runs
-
     def conditional(self, model: Path, target: str, shots: int, strategy: str = "C", pool_split: str = "train",
-                    shuffle: bool = False, tag: str = "", n: int | None = None, runs: int | None = None) -> dict:
-        """Mean ± std over ``runs`` (default ``--runs``) runs of ``n`` (default ``--n``) test prompts (all of the
-        target's conditions). Another ``n`` samples into its own directories: a run's directory is resumed by
-        prompt, so it must not mix prompt sets."""
-        n, runs = n or self.a.n, runs or self.a.runs
+                    shuffle: bool = False, tag: str = "", side: bool = False) -> dict:
+        """Mean ± std over ``--runs`` runs of ``--n`` test prompts (all of the target's conditions); a ``side`` job
+        (cross-domain, ablations) over ``--side-runs`` runs of ``--side-n``, a documented subset where their many
+        3-shot jobs at the full size do not fit. Another prompt count samples into its own directories: a run's
+        directory is resumed by prompt, so it must not mix prompt sets."""
+        n, runs = self.a.n, self.a.runs
+        if side:
+            n, runs = getattr(self.a, "side_n", None) or n, getattr(self.a, "side_runs", None) or runs
         if n != self.a.n:
             tag += f"-n{n}"
         from crystalicl.data.prepare import load_prepared
@@ -341,12 +339,11 @@ def run_unconditional(b: Bench, res: dict) -> None:
 
 def run_cross_domain(b: Bench, res: dict) -> None:
     src = mp20_name()
-    n, runs = b.side()
     for fmt in b.a.formats:
         model = b.model(src, b.a.icl_arm, fmt)
         for target in ("perov5", "carbon24"):
             for shots in (0, 3):
-                m = b.conditional(model, target, shots, tag="-cross", n=n, runs=runs)
+                m = b.conditional(model, target, shots, tag="-cross", side=True)
                 res["cross_domain"].setdefault(TABLE_KEY[target], {})[
                     f"{b.a.icl_arm} ({FORMAT_NAME[fmt]}) {shots}-shot, trained on {TABLE_KEY[src]}"] = _row(
                     m, ["formula", "space_group", "formula_std", "space_group_std", "parse_rate", "valid_overall"])
@@ -405,14 +402,14 @@ def run_ablations(b: Bench, res: dict) -> None:
 
 def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> None:
     """Tables 4-5: demonstration selection (and shuffled order) at 3 shots, and K = 1, 2, 3 — one model."""
-    n, runs = b.side()
     for strategy, shuffle in (("C", False), ("CF", False), ("F", False), ("R", False), ("C", True)):
-        m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "", n=n, runs=runs)
+        m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "",
+                          side=True)
         res["ablation_inference_selection"][strategy + (" shuffled" if shuffle else "")] = [
             round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
         _save(b, res)
     for k in (1, 2, 3):
-        m = b.conditional(model, ds, k, "C", pool, n=n, runs=runs)
+        m = b.conditional(model, ds, k, "C", pool, side=True)
         res["ablation_k"][f"K={k}"] = [round(m.get(x, float("nan")), 4) for x in PAPER_CONDITIONAL]
         _save(b, res)
 
@@ -420,11 +417,10 @@ def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> N
 def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
     """Table 3: one model per instruction mixture, trained the way the CrystalICL arm is."""
     training = b.a.icl_arm.removeprefix("CrystalICL")  # "" or "+curriculum"
-    n, runs = b.side()
     for arm in MIXTURE_ARMS:
         model = b.model(ds, arm + training, fmt)
         for shots in (0, 3):
-            m = b.conditional(model, ds, shots, pool_split=pool, n=n, runs=runs)
+            m = b.conditional(model, ds, shots, pool_split=pool, side=True)
             res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
                 round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
             _save(b, res)
