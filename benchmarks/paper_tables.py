@@ -276,8 +276,7 @@ def _training_summary(m: dict) -> dict:
     seconds on a shared machine can buy half the tokens."""
     vals = [(h["val_loss"], h["step"]) for h in m.get("history", []) if "val_loss" in h]
     out = {"steps": m["steps"], "seconds": m["seconds"], "val_loss": round(m.get("val_loss", float("nan")), 4)}
-    if "tokens" in m:
-        out["tokens"] = m["tokens"]
+    out |= {k: m[k] for k in ("tokens", "stopped_by") if k in m}
     if vals:
         low, step = min(vals)
         out |= {"lowest_val_loss": round(low, 4), "lowest_at_step": step}
@@ -577,9 +576,10 @@ def markdown(res: dict) -> str:
                   for key, fmts in res.get("curriculum_stage1", {}).items() for f, m in fmts.items()])
     md += _table("Training (the sampled model's last stage; validation loss at its end and the lowest seen; "
                  "teacher-forced copying of the weights sampled, where tracked)",
-                 ["dataset", "model", "steps", "tokens", "seconds", "val loss", "lowest val loss (step)", "weights",
-                  "copying (formula / space group)"],
-                 [[key, name, m["steps"], _tokens(m), f"{m['seconds']:.0f}", f"{m['val_loss']:.3f}",
+                 ["dataset", "model", "steps", "tokens", "seconds", "stopped by", "val loss", "lowest val loss (step)",
+                  "weights", "copying (formula / space group)"],
+                 [[key, name, m["steps"], _tokens(m), f"{m['seconds']:.0f}", m.get("stopped_by", "–"),
+                   f"{m['val_loss']:.3f}",
                    f"{m['lowest_val_loss']:.3f} ({m['lowest_at_step']})" if "lowest_val_loss" in m else "–",
                    f"step {m['restored_step']}" if "restored_step" in m else "last", _copying(m)]
                   for key, arms in res.get("training", {}).items() for name, m in arms.items()])

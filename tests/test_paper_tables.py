@@ -276,13 +276,13 @@ def test_side_tables_sample_their_subset_into_their_own_directories(monkeypatch,
 def test_the_training_tables_show_the_tokens_a_budget_bought(committed):
     """A budget in seconds buys fewer tokens when the shared machine slows down; the tables say how many, and rows
     from before tokens were recorded still render."""
-    stage = {"steps": 3698, "seconds": 2400.7, "tokens": 11214807, "val_loss": 0.3052,
+    stage = {"steps": 3698, "seconds": 2400.7, "tokens": 11214807, "stopped_by": "time_budget", "val_loss": 0.3052,
              "history": [{"step": 3400, "val_loss": 0.3044}, {"step": 3600, "val_loss": 0.3052}]}
     summary = paper_tables._training_summary(stage)
     assert summary["tokens"] == 11214807 and summary["lowest_at_step"] == 3400
     committed["training"].setdefault("MP20", {})["CrystalLLM (test)"] = summary
     md = paper_tables.markdown(committed)
-    assert "| MP20 | CrystalLLM (test) | 3698 | 11.2 M | 2401 |" in md
+    assert "| MP20 | CrystalLLM (test) | 3698 | 11.2 M | 2401 | time_budget |" in md  # what stopped it, too
     assert "| – |" in md.split("## Training")[1]  # a committed row without tokens
 
 
