@@ -524,8 +524,9 @@ def markdown(res: dict) -> str:
 
     paper = _paper_results() or {}
     md = ["# The paper's tables at CPU scale", "",
-          "Every arm of a dataset: the same model (compact preset, or LoRA on a pretrained LLM) and seconds of "
-          "training on the same machine (below). Decoding: compact models under the grammar (syntax "
+          "Every arm of a dataset: the same model (compact preset, or LoRA on a pretrained LLM) and the same "
+          "training budget, in seconds or in tokens (below; the training table says what each arm's bought and "
+          "what stopped it). Decoding: compact models under the grammar (syntax "
           "only, conditions not enforced), LoRA models unconstrained with up to 5 draws per prompt unless the "
           "setup says they sampled under the grammar too (`--lora-grammar`). Paper: "
           "Llama-2-7B + LoRA on the full splits, so the "
