@@ -1,4 +1,10 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +50,60 @@ def test_parallel_sampling_needs_a_model_it_can_load_again(tiny_model, tmp_path)
     bare = Generator(gen.model, gen.tokenizer, gen.fmt, gen.template, gen.kind)
     with pytest.raises(ValueError, match="from_pretrained"):
         generate_to_file(bare, [("p0", gen.prompt(None), {})], tmp_path, processes=2, progress=False)
+
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter from /proc (``Z``: a zombie), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _workers(pid: int) -> list[int]:
+    """The spawned pool workers among ``pid``'s live children."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            spawned = b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and spawned:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_stop_when_their_parent_is_killed(tiny_model, tmp_path):
+    """A killed run's workers stop too, instead of sampling on beside (and into the part files of) the run that
+    resumes it; what they wrote merges as usual."""
+    script = (
+        "import sys\n"
+        "from crystalicl.generate import Generator, generate_to_file\n"
+        "gen = Generator.from_pretrained(sys.argv[1], device='cpu')\n"
+        "jobs = [(f'p{i}', gen.prompt({'formula': 'SrTiO3'}), {}) for i in range(5000)]\n"
+        "generate_to_file(gen, jobs, sys.argv[2], processes=2, batch_size=2, max_new_tokens=120, max_attempts=1,"
+        " progress=False)\n")
+    parts = [tmp_path / PART.format(k) for k in range(2)]
+    run = subprocess.Popen([sys.executable, "-c", script, str(tiny_model[0]), str(tmp_path)])
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not all(p.exists() and p.stat().st_size for p in parts):
+            time.sleep(0.5)
+        workers = _workers(run.pid)
+        assert len(workers) == 2, "both workers should be sampling by now"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_state(p) not in (None, "Z") for p in workers):
+            time.sleep(0.5)
+        assert all(_state(p) in (None, "Z") for p in workers)
+    finally:
+        run.kill()
+        for p in workers:
+            if _state(p) not in (None, "Z"):
+                os.kill(p, signal.SIGKILL)
+    assert 0 < merge_parts(tmp_path, [(f"p{i}", "", {}) for i in range(5000)]) < 5000

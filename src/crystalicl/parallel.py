@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -21,13 +22,29 @@ from tqdm.auto import tqdm
 PART = "samples.part{}.jsonl"
 
 
+def exit_with_parent(parent: int, interval: float = 2.0) -> threading.Thread:
+    """Exit this process once ``parent`` is gone. A pool's workers outlive a parent that was killed: they would go
+    on sampling (taking the CPUs from the next run) and appending to the part files a resumed run writes too."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)  # the parts keep every finished line; a torn last one is dropped on merge and resampled
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def _sample_part(source: dict, jobs: list, path: str, cif_dir: str | None, stream: int, threads: int,
-                 kw: dict) -> tuple[int, int]:
-    """One worker: load the model as the parent did, sample its share of the jobs."""
+                 kw: dict, parent: int | None = None) -> tuple[int, int]:
+    """One worker: load the model as the parent did, sample its share of the jobs (and stop if the parent dies)."""
     import torch
 
     from crystalicl.generate import Generator, append_samples
 
+    if parent is not None:
+        exit_with_parent(parent)
     torch.set_num_threads(threads)
     gen = Generator.from_pretrained(**source)
     return append_samples(gen, jobs, Path(path), None if cif_dir is None else Path(cif_dir),
@@ -110,7 +127,8 @@ def generate_in_parallel(gen, jobs: list[tuple[str, str, dict]], out_dir: Path, 
         bar = tqdm(total=len(todo), desc="generate", unit="cryst", disable=not progress)
         written = _LineCounter(parts)
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_sample_part, gen.source, share, str(part), cif_dir, k + 1, threads, kw)
+            futures = [pool.submit(_sample_part, gen.source, share, str(part), cif_dir, k + 1, threads, kw,
+                                   os.getpid())
                        for k, (share, part) in enumerate(zip(shares, parts, strict=True))]
             pending = set(futures)
             while pending:
