@@ -52,7 +52,6 @@ def test_parallel_sampling_needs_a_model_it_can_load_again(tiny_model, tmp_path)
         generate_to_file(bare, [("p0", gen.prompt(None), {})], tmp_path, processes=2, progress=False)
 
 
-
 def _state(pid: int) -> str | None:
     """A process's state letter from /proc (``Z``: a zombie), or None once it is gone."""
     try:
