@@ -37,14 +37,12 @@ def exit_with_parent(parent: int, interval: float = 2.0) -> threading.Thread:
 
 
 def _sample_part(source: dict, jobs: list, path: str, cif_dir: str | None, stream: int, threads: int,
-                 kw: dict, parent: int | None = None) -> tuple[int, int]:
-    """One worker: load the model as the parent did, sample its share of the jobs (and stop if the parent dies)."""
+                 kw: dict) -> tuple[int, int]:
+    """One worker: load the model as the parent did, sample its share of the jobs."""
     import torch
 
     from crystalicl.generate import Generator, append_samples
 
-    if parent is not None:
-        exit_with_parent(parent)
     torch.set_num_threads(threads)
     gen = Generator.from_pretrained(**source)
     return append_samples(gen, jobs, Path(path), None if cif_dir is None else Path(cif_dir),
@@ -126,9 +124,9 @@ def generate_in_parallel(gen, jobs: list[tuple[str, str, dict]], out_dir: Path, 
         parts = [out_dir / PART.format(k) for k in range(processes)]
         bar = tqdm(total=len(todo), desc="generate", unit="cryst", disable=not progress)
         written = _LineCounter(parts)
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_sample_part, gen.source, share, str(part), cif_dir, k + 1, threads, kw,
-                                   os.getpid())
+        with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:  # each worker, once: stop when this process dies
+            futures = [pool.submit(_sample_part, gen.source, share, str(part), cif_dir, k + 1, threads, kw)
                        for k, (share, part) in enumerate(zip(shares, parts, strict=True))]
             pending = set(futures)
             while pending:
