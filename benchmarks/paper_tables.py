@@ -159,6 +159,14 @@ class Bench:
                                   **common | {"patience": self.a.stage1_patience}))
             early = self.a.switch_at or self.a.stage1_patience  # the first stage may end before its share
             budget -= read_meta(init)["metrics"][spent_key] if early else budget * self.a.curriculum
+            if budget <= 0:  # the first stage never stopped early: training the mixture on nothing is no arm
+                from crystalicl.errors import ConfigError
+
+                stage1 = read_meta(init)["metrics"]
+                raise ConfigError(
+                    f"{init}: the curriculum's first stage spent the whole budget ({stage1[spent_key]:,.0f} "
+                    f"{spent_key}, stopped by {stage1.get('stopped_by')}, copying {stage1.get('copying')}), so "
+                    "nothing is left for the mixture: lower --curriculum or --switch-at, or raise the budget")
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), **share(budget),
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))

@@ -313,3 +313,30 @@ def test_a_token_budget_splits_the_curriculum_by_tokens_and_names_itself(monkeyp
     assert mixture.token_budget == 16_000_000 and baseline.token_budget == 20_000_000  # stage 1 stopped at 4 M
     assert paper_tables._budget({"budget_s": 1200.0, "token_budget": 20_000_000}) == "20 M tokens"
     assert paper_tables._budget({"budget_s": 1200.0}) == "1200 s"
+
+
+def test_a_first_stage_that_spends_the_whole_budget_leaves_no_mixture_to_train(monkeypatch, tmp_path):
+    """``--curriculum 1 --switch-at 0.8`` on reduced MP-20 at 11.2 M tokens: the first stage never copied 0.8 and
+    spent every token. Training the mixture on what was left (nothing) took one step at a zero learning rate and
+    labelled the first stage's weights CrystalICL+curriculum; the run must stop and say why instead."""
+    import crystalicl.train
+
+    configs = []
+
+    def fake_train(cfg):
+        configs.append(cfg)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        metrics = {"seconds": 879.0, "tokens": 11_214_807, "stopped_by": "token_budget", "copying": 0.7385}
+        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": metrics}))
+
+    monkeypatch.setattr(crystalicl.train, "train", fake_train)
+    a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
+                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss", budget=2400.0,
+                           curriculum=1.0, switch_at=0.8, stage1_patience=None, stage1_from=None,
+                           token_budget=11_214_807)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    out = b.work / "mp20" / "CrystalICL+curriculum-sgs" / "model"
+    with pytest.raises(ValueError, match="11,214,807 tokens.*copying 0.7385.*nothing is left for the mixture"):
+        b._train("mp20", "CrystalICL", "sgs", out, b.work / "mp20" / "curriculum-stage1-sgs")
+    assert len(configs) == 1 and not out.exists()  # the first stage only: no mixture model written

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from conftest import sample
 
+from crystalicl.cli import main
 from crystalicl.constrained import Grammar
 from crystalicl.data.prepare import prepare_one
+from crystalicl.errors import ConfigError
 from crystalicl.generate import Generator, done_ids, generate_to_file
 from crystalicl.instructions import write_jsonl
 from crystalicl.model.loading import smollm2_gguf
@@ -387,8 +389,6 @@ def test_design_from_the_command_line_follows_formula_and_space_group(tiny_model
     (the exact composition under sgs-wyckoff and xyz is checked by the random-walk test above)."""
     from pymatgen.core import Structure
 
-    from crystalicl.cli import main
-
     out, _ = tiny_model
     cifs = []
     for i, c in enumerate(sample("perov5", "val", n=2).cif):
@@ -510,7 +510,7 @@ def test_an_instruction_set_without_its_sidecar_trains_a_model_labelled_with_its
         train(TrainConfig(data=str(tmp_path / "bad.jsonl"), out=str(tmp_path / "b"), max_steps=1), progress=False)
 
 
-def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, tmp_path):
+def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, tmp_path, capsys):
     """Equal compute on a shared machine: the run stops within one step of its token budget, whatever the clock,
     with the learning rate decayed as a time-budgeted run's is."""
     m = train(TrainConfig(data=str(perov_instructions), out=str(tmp_path), epochs=1000, batch_size=8, log_every=1,
@@ -519,3 +519,9 @@ def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, t
     per_step = m["tokens"] / m["steps"]
     assert m["stopped_by"] == "token_budget" and 20_000 <= m["tokens"] < 20_000 + 3 * per_step
     assert max(lrs) > 0.5 * 2e-3 and lrs[-1] < 0.1 * 2e-3
+    for budget in ({"token_budget": 0}, {"time_budget": -1.0}):  # one step at a zero learning rate, not a run
+        with pytest.raises(ConfigError, match="must be positive"):
+            TrainConfig(data=str(perov_instructions), out=str(tmp_path / "none"), **budget)
+    argv = ["train", "--data", str(perov_instructions), "--out", str(tmp_path / "cli"), "--token-budget", "0"]
+    assert main(argv) == 2 and "token_budget must be positive" in capsys.readouterr().err  # a message, no traceback
+    assert not (tmp_path / "cli").exists()

@@ -15,3 +15,7 @@ class EncodeError(CrystalICLError, ValueError):
 
 class DatasetError(CrystalICLError, RuntimeError):
     """A benchmark split that is unknown, absent offline, or unreadable."""
+
+
+class ConfigError(CrystalICLError, ValueError):
+    """Settings that cannot make a run (a budget of nothing, options that exclude each other), refused before work."""

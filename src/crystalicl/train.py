@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crystalicl.copying import condition_copying, formula_copying_records, space_group_copying_records
+from crystalicl.errors import ConfigError
 from crystalicl.model.batching import collate
 from crystalicl.model.loading import META, read_meta
 
@@ -87,6 +88,13 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        # a zero budget would still take one step, and its schedule would fall back to the epochs': refuse it
+        for name in ("time_budget", "token_budget"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, not {value!r}")
+
 
 def _encode(records, tok, max_length: int, full_loss: bool):
     """Token ids and labels (-100 on the prompt unless ``full_loss``); over-long examples are dropped."""
@@ -143,12 +151,12 @@ def _read_records(path: str) -> tuple[list[dict], dict]:
 def _model_and_tokenizer(cfg: TrainConfig):
     if cfg.init_from is not None:
         if cfg.base_model is not None:
-            raise ValueError("init_from continues a compact model; a LoRA run starts from base_model instead")
+            raise ConfigError("init_from continues a compact model; a LoRA run starts from base_model instead")
         from crystalicl.model.loading import load_trained
 
         model, tok, meta = load_trained(Path(cfg.init_from))
         if meta["kind"] != "compact":
-            raise ValueError(f"init_from must be a compact crystalicl model, {cfg.init_from} is {meta['kind']}")
+            raise ConfigError(f"init_from must be a compact crystalicl model, {cfg.init_from} is {meta['kind']}")
         return model.train(), tok, "compact"
     if cfg.base_model is None:
         from crystalicl.model.compact import build_model
@@ -281,7 +289,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     fmt = cfg.fmt or data_meta.get("format") or format_of(records, cfg.data)
     prior = read_meta(Path(cfg.init_from)) if cfg.init_from is not None else None  # curriculum: earlier stage
     if prior is not None and prior.get("format") != fmt:
-        raise ValueError(f"init_from model writes {prior.get('format')!r} text but {cfg.data} is {fmt!r}")
+        raise ConfigError(f"init_from model writes {prior.get('format')!r} text but {cfg.data} is {fmt!r}")
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
@@ -304,13 +312,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     val_records = _read_records(cfg.val_data)[0] if cfg.val_data else []
     val = _encode(val_records, tok, cfg.max_length, cfg.full_loss)[0] if val_records else []
     if (cfg.keep_best or cfg.patience) and not val:
-        raise ValueError("keep_best and patience need validation instructions (val_data)")
+        raise ConfigError("keep_best and patience need validation instructions (val_data)")
     if cfg.best_by not in BEST_BY:
-        raise ValueError(f"best_by must be one of {', '.join(BEST_BY)}, not {cfg.best_by!r}")
+        raise ConfigError(f"best_by must be one of {', '.join(BEST_BY)}, not {cfg.best_by!r}")
     by_copying = cfg.keep_best and cfg.best_by == "copying"
     measure_copying = cfg.stop_at_copying is not None or cfg.track_copying or by_copying
     if measure_copying and not (formula_copying_records(val_records) or space_group_copying_records(val_records)):
-        raise ValueError("stop_at_copying, track_copying and best_by='copying' need validation instructions "
+        raise ConfigError("stop_at_copying, track_copying and best_by='copying' need validation instructions "
                          "conditioned on a formula or a space group (val_data)")
     lengths = np.array([len(x) for x, _ in data])
     per_epoch = math.ceil(len(data) / cfg.batch_size / world)  # micro-batches per process and epoch
