@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from crystalicl.errors import ConfigError
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -337,6 +339,6 @@ def test_a_first_stage_that_spends_the_whole_budget_leaves_no_mixture_to_train(m
     b = paper_tables.Bench(a)
     monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
     out = b.work / "mp20" / "CrystalICL+curriculum-sgs" / "model"
-    with pytest.raises(ValueError, match="11,214,807 tokens.*copying 0.7385.*nothing is left for the mixture"):
+    with pytest.raises(ConfigError, match="11,214,807 tokens.*copying 0.7385.*nothing is left for the mixture"):
         b._train("mp20", "CrystalICL", "sgs", out, b.work / "mp20" / "curriculum-stage1-sgs")
     assert len(configs) == 1 and not out.exists()  # the first stage only: no mixture model written

@@ -510,7 +510,7 @@ def test_an_instruction_set_without_its_sidecar_trains_a_model_labelled_with_its
         train(TrainConfig(data=str(tmp_path / "bad.jsonl"), out=str(tmp_path / "b"), max_steps=1), progress=False)
 
 
-def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, tmp_path, capsys):
+def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, tmp_path):
     """Equal compute on a shared machine: the run stops within one step of its token budget, whatever the clock,
     with the learning rate decayed as a time-budgeted run's is."""
     m = train(TrainConfig(data=str(perov_instructions), out=str(tmp_path), epochs=1000, batch_size=8, log_every=1,
@@ -519,9 +519,15 @@ def test_a_token_budgeted_run_stops_at_its_tokens_annealed(perov_instructions, t
     per_step = m["tokens"] / m["steps"]
     assert m["stopped_by"] == "token_budget" and 20_000 <= m["tokens"] < 20_000 + 3 * per_step
     assert max(lrs) > 0.5 * 2e-3 and lrs[-1] < 0.1 * 2e-3
-    for budget in ({"token_budget": 0}, {"time_budget": -1.0}):  # one step at a zero learning rate, not a run
+
+
+def test_a_budget_of_nothing_is_refused_with_a_message(perov_instructions, tmp_path, capsys):
+    """A budget of zero used to train one step at a zero learning rate and write a model that is its start: the
+    curriculum's mixture did so when its first stage had spent every token. The config refuses it, and the CLI
+    says so without a traceback or an output directory."""
+    for budget in ({"token_budget": 0}, {"time_budget": -1.0}):
         with pytest.raises(ConfigError, match="must be positive"):
             TrainConfig(data=str(perov_instructions), out=str(tmp_path / "none"), **budget)
     argv = ["train", "--data", str(perov_instructions), "--out", str(tmp_path / "cli"), "--token-budget", "0"]
-    assert main(argv) == 2 and "token_budget must be positive" in capsys.readouterr().err  # a message, no traceback
+    assert main(argv) == 2 and "token_budget must be positive" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()

@@ -18,4 +18,4 @@ class DatasetError(CrystalICLError, RuntimeError):
 
 
 class ConfigError(CrystalICLError, ValueError):
-    """Settings that cannot make a run (a budget of nothing, options that exclude each other), refused before work."""
+    """Settings that cannot make a run (a budget of nothing, options that exclude each other): says what to change."""
