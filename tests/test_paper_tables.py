@@ -288,9 +288,8 @@ def test_the_training_tables_show_the_tokens_a_budget_bought(committed):
     assert "| – |" in md.split("## Training")[1]  # a committed row without tokens
 
 
-def test_a_token_budget_splits_the_curriculum_by_tokens_and_names_itself(monkeypatch, tmp_path):
-    """``--token-budget``: the first stage gets its share of the tokens and the mixture the tokens it left, so two
-    arms trained in sessions of different machine speed get the same compute."""
+def _bench_with_fake_training(monkeypatch, tmp_path, metrics: dict, **args) -> tuple:
+    """A Bench whose training only records its configs and writes a model directory with these metrics."""
     import crystalicl.train
 
     configs = []
@@ -298,15 +297,22 @@ def test_a_token_budget_splits_the_curriculum_by_tokens_and_names_itself(monkeyp
     def fake_train(cfg):
         configs.append(cfg)
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": {"seconds": 9.0, "tokens": 4_000_000}}))
+        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": metrics}))
 
     monkeypatch.setattr(crystalicl.train, "train", fake_train)
     a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
-                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss", budget=1200.0,
-                           curriculum=0.5, switch_at=0.95, stage1_patience=None, stage1_from=None,
-                           token_budget=20_000_000)
+                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss",
+                           stage1_patience=None, stage1_from=None, **args)
     b = paper_tables.Bench(a)
     monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    return b, configs
+
+
+def test_a_token_budget_splits_the_curriculum_by_tokens_and_names_itself(monkeypatch, tmp_path):
+    """``--token-budget``: the first stage gets its share of the tokens and the mixture the tokens it left, so two
+    arms trained in sessions of different machine speed get the same compute."""
+    b, configs = _bench_with_fake_training(monkeypatch, tmp_path, {"seconds": 9.0, "tokens": 4_000_000},
+                                           budget=1200.0, curriculum=0.5, switch_at=0.95, token_budget=20_000_000)
     init = b.work / "mp20" / "curriculum-stage1-sgs"
     b._train("mp20", "CrystalICL", "sgs", b.work / "mp20" / "CrystalICL+curriculum-sgs" / "model", init)
     b._train("mp20", "CrystalLLM", "sgs", b.work / "mp20" / "CrystalLLM-sgs" / "model", None)
@@ -321,23 +327,9 @@ def test_a_first_stage_that_spends_the_whole_budget_leaves_no_mixture_to_train(m
     """``--curriculum 1 --switch-at 0.8`` on reduced MP-20 at 11.2 M tokens: the first stage never copied 0.8 and
     spent every token. Training the mixture on what was left (nothing) took one step at a zero learning rate and
     labelled the first stage's weights CrystalICL+curriculum; the run must stop and say why instead."""
-    import crystalicl.train
-
-    configs = []
-
-    def fake_train(cfg):
-        configs.append(cfg)
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        metrics = {"seconds": 879.0, "tokens": 11_214_807, "stopped_by": "token_budget", "copying": 0.7385}
-        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": metrics}))
-
-    monkeypatch.setattr(crystalicl.train, "train", fake_train)
-    a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
-                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss", budget=2400.0,
-                           curriculum=1.0, switch_at=0.8, stage1_patience=None, stage1_from=None,
-                           token_budget=11_214_807)
-    b = paper_tables.Bench(a)
-    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    metrics = {"seconds": 879.0, "tokens": 11_214_807, "stopped_by": "token_budget", "copying": 0.7385}
+    b, configs = _bench_with_fake_training(monkeypatch, tmp_path, metrics, budget=2400.0, curriculum=1.0,
+                                           switch_at=0.8, token_budget=11_214_807)
     out = b.work / "mp20" / "CrystalICL+curriculum-sgs" / "model"
     with pytest.raises(ConfigError, match="11,214,807 tokens.*copying 0.7385.*nothing is left for the mixture"):
         b._train("mp20", "CrystalICL", "sgs", out, b.work / "mp20" / "curriculum-stage1-sgs")
