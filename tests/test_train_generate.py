@@ -531,3 +531,25 @@ def test_a_budget_of_nothing_is_refused_with_a_message(perov_instructions, tmp_p
     argv = ["train", "--data", str(perov_instructions), "--out", str(tmp_path / "cli"), "--token-budget", "0"]
     assert main(argv) == 2 and "token_budget must be positive" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+
+
+def test_copying_checks_without_pymatgen_stop_before_the_model_loads(perov_instructions, tmp_path, monkeypatch):
+    """Copying checks read formulas with pymatgen. A GPU machine without it used to train until the first check and
+    crash there (an H200 lease lost its run so); now the run stops before it loads a model, saying why."""
+    import crystalicl.copying as copying
+    import crystalicl.train as train_module
+
+    def missing():
+        raise ImportError("No module named 'pymatgen'")
+
+    def loads(cfg):
+        raise AssertionError("loaded a model before finding pymatgen missing")
+
+    monkeypatch.setattr(copying, "_element_symbols", missing)
+    monkeypatch.setattr(train_module, "_model_and_tokenizer", loads)
+    base = dict(data=str(perov_instructions), val_data=str(perov_instructions), max_steps=1)
+    for checks in ({"track_copying": True}, {"stop_at_copying": 0.9}, {"keep_best": True, "best_by": "copying"}):
+        with pytest.raises(ImportError, match="install pymatgen"):
+            train(TrainConfig(out=str(tmp_path / "m"), **base, **checks), progress=False)
+    with pytest.raises(AssertionError, match="loaded a model"):  # no checks asked for: pymatgen is not needed
+        train(TrainConfig(out=str(tmp_path / "m"), **base), progress=False)

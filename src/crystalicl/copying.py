@@ -28,6 +28,16 @@ def _element_symbols() -> frozenset[str]:
     return frozenset(e.symbol for e in Element)
 
 
+def require_pymatgen() -> None:
+    """Fail before a run trains, not at its first copying check minutes in: the checks read element symbols and
+    formulas with pymatgen, which a bare GPU machine may lack (an H200 lease lost its first run that way)."""
+    try:
+        _element_symbols()
+    except ImportError as e:
+        raise ImportError(f"condition copying reads formulas with pymatgen, which could not be imported ({e}): "
+                          "install pymatgen, or train without copying checks") from e
+
+
 def target_formula(prompt: str) -> str | None:
     """The target's formula: the last one a prompt states (demonstrations state theirs first)."""
     found = _FORMULA.findall(prompt)

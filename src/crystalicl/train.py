@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from crystalicl.copying import condition_copying, formula_copying_records, space_group_copying_records
+from crystalicl.copying import condition_copying, formula_copying_records, require_pymatgen, space_group_copying_records
 from crystalicl.errors import ConfigError
 from crystalicl.model.batching import collate
 from crystalicl.model.loading import META, read_meta
@@ -290,6 +290,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     prior = read_meta(Path(cfg.init_from)) if cfg.init_from is not None else None  # curriculum: earlier stage
     if prior is not None and prior.get("format") != fmt:
         raise ConfigError(f"init_from model writes {prior.get('format')!r} text but {cfg.data} is {fmt!r}")
+    by_copying = cfg.keep_best and cfg.best_by == "copying"
+    measure_copying = cfg.stop_at_copying is not None or cfg.track_copying or by_copying
+    if measure_copying:
+        require_pymatgen()
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
@@ -315,8 +319,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raise ConfigError("keep_best and patience need validation instructions (val_data)")
     if cfg.best_by not in BEST_BY:
         raise ConfigError(f"best_by must be one of {', '.join(BEST_BY)}, not {cfg.best_by!r}")
-    by_copying = cfg.keep_best and cfg.best_by == "copying"
-    measure_copying = cfg.stop_at_copying is not None or cfg.track_copying or by_copying
     if measure_copying and not (formula_copying_records(val_records) or space_group_copying_records(val_records)):
         raise ConfigError("stop_at_copying, track_copying and best_by='copying' need validation instructions "
                          "conditioned on a formula or a space group (val_data)")
