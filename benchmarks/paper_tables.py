@@ -134,6 +134,13 @@ class Bench:
         self.training.setdefault(TABLE_KEY[ds], {})[f"{arm} ({FORMAT_NAME[fmt]})"] = _training_summary(stages[-1])
         return out
 
+    def prepare(self, ds: str, arm: str, fmt: str) -> None:
+        """Build the instruction sets :meth:`model` trains this arm on (a curriculum: the first stage's too)."""
+        base, _, curriculum = arm.partition("+")
+        if curriculum and not self.a.stage1_from:
+            self.data(ds, "CrystalLLM", fmt)
+        self.data(ds, base, fmt)
+
     def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
         from crystalicl.model.loading import META, read_meta
         from crystalicl.train import TrainConfig, train
@@ -363,21 +370,33 @@ SAMPLED_ON = "sampled_on.json"  # under --work: the provenance of a --sample-onl
 MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
 
 
+def needed_models(b: Bench, tables: list[str]) -> list[tuple[str, str, str]]:
+    """(dataset, arm, format) of every model the tables sample from, in training order."""
+    needed = []
+    if {"conditional", "unconditional"} & set(tables):
+        needed += [(ds, arm, fmt) for ds in map(resolve, b.a.datasets) for fmt in b.a.formats
+                   for arm in b.table_arms()]
+    if "cross-domain" in tables:
+        needed += [(mp20_name(), b.a.icl_arm, fmt) for fmt in b.a.formats]
+    if "ablations" in tables:
+        training = b.a.icl_arm.removeprefix("CrystalICL")
+        needed += [(mp20_name(), arm + training, b.a.formats[0])
+                   for arm in (MIXTURE_ARMS if "mixtures" in b.a.ablations else ("CrystalICL",))]
+    return list(dict.fromkeys(needed))
+
+
 def train_models(b: Bench, tables: list[str]) -> None:
     """Train (or find) every model the tables need and sample nothing: for a GPU lease, after which the same
     command without ``--train-only`` samples and scores on any machine, reusing the models under ``--work``."""
-    if {"conditional", "unconditional"} & set(tables):
-        for ds in map(resolve, b.a.datasets):
-            for fmt in b.a.formats:
-                for arm in b.table_arms():
-                    b.model(ds, arm, fmt)
-    if "cross-domain" in tables:
-        for fmt in b.a.formats:
-            b.model(mp20_name(), b.a.icl_arm, fmt)
-    if "ablations" in tables:
-        training = b.a.icl_arm.removeprefix("CrystalICL")
-        for arm in MIXTURE_ARMS if "mixtures" in b.a.ablations else ("CrystalICL",):
-            b.model(mp20_name(), arm + training, b.a.formats[0])
+    for ds, arm, fmt in needed_models(b, tables):
+        b.model(ds, arm, fmt)
+
+
+def prepare_models(b: Bench, tables: list[str]) -> None:
+    """Build the instruction sets of every model the tables need and train nothing: on a machine with the datasets,
+    before a GPU lease on one without them (``--train-only`` there then reads only ``--work``)."""
+    for ds, arm, fmt in needed_models(b, tables):
+        b.prepare(ds, arm, fmt)
 
 
 def sample_models(b: Bench, tables: list[str]) -> None:
@@ -789,6 +808,10 @@ def main():
     ap.add_argument("--train-only", dest="train_only", action="store_true",
                     help="train the models the tables need, then stop (e.g. on a GPU); run again without it to "
                          "sample and score from the same --work")
+    ap.add_argument("--prepare-only", dest="prepare_only", action="store_true",
+                    help="build the instruction sets of the models the tables need, then stop: carry --work to a "
+                         "GPU machine without the datasets and run there with --train-only (which then needs "
+                         "pymatgen's core and spglib, for its copying checks, but no data)")
     ap.add_argument("--sample-only", dest="sample_only", action="store_true",
                     help="train and sample the conditional and unconditional tables' models, score nothing (e.g. "
                          "on a GPU without the scoring stack); run again without it to score from the same --work")
@@ -868,6 +891,9 @@ def main():
         res["setup_by_dataset"][key] = dict(setup)
     if a.sample_only and not set(tables) <= {"conditional", "unconditional"}:
         ap.error("--sample-only samples the conditional and unconditional tables only")
+    if a.prepare_only:
+        prepare_models(b, tables)
+        return
     if a.train_only or a.sample_only:
         (sample_models if a.sample_only else train_models)(b, tables)
         print(json.dumps({k: round(v, 1) for k, v in b.timings.items()}, indent=1))

@@ -288,8 +288,9 @@ def test_the_training_tables_show_the_tokens_a_budget_bought(committed):
     assert "| – |" in md.split("## Training")[1]  # a committed row without tokens
 
 
-def _bench_with_fake_training(monkeypatch, tmp_path, metrics: dict, **args) -> tuple:
-    """A Bench whose training only records its configs and writes a model directory with these metrics."""
+def _bench_with_fake_training(monkeypatch, tmp_path, metrics: dict, fake_data: bool = True, **args) -> tuple:
+    """A Bench whose training only records its configs and writes a model directory with these metrics (and, with
+    ``fake_data``, whose instruction sets are names that need no building)."""
     import crystalicl.train
 
     configs = []
@@ -304,7 +305,8 @@ def _bench_with_fake_training(monkeypatch, tmp_path, metrics: dict, **args) -> t
                            train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss",
                            stage1_patience=None, stage1_from=None, **args)
     b = paper_tables.Bench(a)
-    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
+    if fake_data:
+        monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path("train.jsonl"), Path("val.jsonl")))
     return b, configs
 
 
@@ -334,3 +336,36 @@ def test_a_first_stage_that_spends_the_whole_budget_leaves_no_mixture_to_train(m
     with pytest.raises(ConfigError, match="11,214,807 tokens.*copying 0.7385.*nothing is left for the mixture"):
         b._train("mp20", "CrystalICL", "sgs", out, b.work / "mp20" / "curriculum-stage1-sgs")
     assert len(configs) == 1 and not out.exists()  # the first stage only: no mixture model written
+
+
+@pytest.mark.parametrize("tables", [["conditional", "unconditional"], ["ablations"]])
+def test_prepare_only_builds_every_instruction_set_train_only_then_needs(monkeypatch, tmp_path, tables):
+    """A GPU lease on a machine without the datasets: ``--prepare-only`` here builds the instruction sets, and
+    ``--train-only`` there, from the same ``--work``, must build none (it has nothing to build them from)."""
+    import crystalicl.instructions
+
+    built = []
+
+    def build(ds, split, fmt, mix, out, **kw):
+        built.append(Path(out))
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("")
+
+    monkeypatch.setattr(crystalicl.instructions, "build_dataset", build)
+    monkeypatch.setattr(paper_tables, "mp20_name", lambda: "mp20_biternary")
+    metrics = {"steps": 1, "seconds": 1.0, "tokens": 10, "stopped_by": "copying", "copying": 0.9}
+    b, configs = _bench_with_fake_training(
+        monkeypatch, tmp_path, metrics, fake_data=False, budget=10.0, token_budget=None, curriculum=0.5,
+        switch_at=0.8, datasets=["perov5"], formats=["sgs"], icl_arm="CrystalICL+curriculum",
+        ablations=["inference", "mixtures"], few_shot=3, uncond_share=0.03, workers=1)
+    paper_tables.prepare_models(b, tables)
+    assert built and not configs  # instructions only, no training
+
+    def refuse(*args, **kw):
+        raise AssertionError("built instructions while training")
+
+    monkeypatch.setattr(crystalicl.instructions, "build_dataset", refuse)
+    paper_tables.train_models(b, tables)
+    read = {Path(c.data) for c in configs} | {Path(c.val_data) for c in configs}
+    assert read == set(built)  # every set built is read, and no set is read unbuilt
+    assert any(c.init_from for c in configs)  # the curriculum's mixture after its first stage, both prepared
