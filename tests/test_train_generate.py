@@ -551,5 +551,6 @@ def test_copying_checks_without_pymatgen_stop_before_the_model_loads(perov_instr
     for checks in ({"track_copying": True}, {"stop_at_copying": 0.9}, {"keep_best": True, "best_by": "copying"}):
         with pytest.raises(ImportError, match="install pymatgen"):
             train(TrainConfig(out=str(tmp_path / "m"), **base, **checks), progress=False)
+        assert not (tmp_path / "m").exists()  # no output directory left behind
     with pytest.raises(AssertionError, match="loaded a model"):  # no checks asked for: pymatgen is not needed
         train(TrainConfig(out=str(tmp_path / "m"), **base), progress=False)

@@ -283,6 +283,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     from crystalicl.prompts import DEFAULT
 
+    by_copying = cfg.keep_best and cfg.best_by == "copying"
+    measure_copying = cfg.stop_at_copying is not None or cfg.track_copying or by_copying
+    if measure_copying:
+        require_pymatgen()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     records, data_meta = _read_records(cfg.data)
@@ -290,10 +294,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     prior = read_meta(Path(cfg.init_from)) if cfg.init_from is not None else None  # curriculum: earlier stage
     if prior is not None and prior.get("format") != fmt:
         raise ConfigError(f"init_from model writes {prior.get('format')!r} text but {cfg.data} is {fmt!r}")
-    by_copying = cfg.keep_best and cfg.best_by == "copying"
-    measure_copying = cfg.stop_at_copying is not None or cfg.track_copying or by_copying
-    if measure_copying:
-        require_pymatgen()
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
