@@ -53,6 +53,7 @@ MIXTURES = {  # training arms
     "C": Mixture(strategies=("C",)),
     "noAux": Mixture(aux=0.0),
 }
+STAGE1_ARM = "CrystalLLM"  # whose zero-shot whole-text instructions a curriculum's first stage trains on
 DEFAULT_EPOCHS = 20.0  # the cap on epochs; also what runs from before it was recorded used
 PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
 
@@ -138,7 +139,7 @@ class Bench:
         """Build the instruction sets :meth:`model` trains this arm on (a curriculum: the first stage's too)."""
         base, _, curriculum = arm.partition("+")
         if curriculum and not self.a.stage1_from:
-            self.data(ds, "CrystalLLM", fmt)
+            self.data(ds, STAGE1_ARM, fmt)
         self.data(ds, base, fmt)
 
     def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
@@ -160,7 +161,7 @@ class Bench:
             if not (init / META).exists() and self.a.stage1_from:
                 self._copy_stage1(ds, init)
             elif not (init / META).exists():
-                data, val = self.data(ds, "CrystalLLM", fmt)
+                data, val = self.data(ds, STAGE1_ARM, fmt)
                 train(TrainConfig(data=str(data), val_data=str(val), out=str(init), full_loss=True,
                                   stop_at_copying=self.a.switch_at, **share(budget * self.a.curriculum),
                                   **common | {"patience": self.a.stage1_patience}))
