@@ -371,6 +371,12 @@ SAMPLED_ON = "sampled_on.json"  # under --work: the provenance of a --sample-onl
 MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
 
 
+def mixture_arms(a) -> tuple[str, ...]:
+    """The mixtures ablation's models that ``--mixture-arms`` asks for (default: all of Table 3's, in its order)."""
+    wanted = getattr(a, "mixture_arms", None)
+    return tuple(m for m in MIXTURE_ARMS if m in wanted.split(",")) if wanted else MIXTURE_ARMS
+
+
 def needed_models(b: Bench, tables: list[str]) -> list[tuple[str, str, str]]:
     """(dataset, arm, format) of every model the tables sample from, in training order."""
     needed = []
@@ -382,7 +388,7 @@ def needed_models(b: Bench, tables: list[str]) -> list[tuple[str, str, str]]:
     if "ablations" in tables:
         training = b.a.icl_arm.removeprefix("CrystalICL")
         needed += [(mp20_name(), arm + training, b.a.formats[0])
-                   for arm in (MIXTURE_ARMS if "mixtures" in b.a.ablations else ("CrystalICL",))]
+                   for arm in (mixture_arms(b.a) if "mixtures" in b.a.ablations else ("CrystalICL",))]
     return list(dict.fromkeys(needed))
 
 
@@ -444,7 +450,7 @@ def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> N
 def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
     """Table 3: one model per instruction mixture, trained the way the CrystalICL arm is."""
     training = b.a.icl_arm.removeprefix("CrystalICL")  # "" or "+curriculum"
-    for arm in MIXTURE_ARMS:
+    for arm in mixture_arms(b.a):
         model = b.model(ds, arm + training, fmt)
         for shots in (0, 3):
             m = b.conditional(model, ds, shots, pool_split=pool, side=True)
@@ -786,6 +792,9 @@ def main():
                     help="the model behind cross-domain and the ablations (+curriculum: needs --curriculum)")
     ap.add_argument("--ablations", default="inference,mixtures",
                     help="which ablations: inference (selection, K; one model), mixtures (six models)")
+    ap.add_argument("--mixture-arms", dest="mixture_arms", default=None,
+                    help=f"only these models of the mixtures ablation (comma list of {', '.join(MIXTURE_ARMS)}; "
+                         "default all): one mixture trained without the other five")
     ap.add_argument("--arms", default="", help="only these arms of the conditional and unconditional tables "
                     "(e.g. CrystalLLM,CrystalICL+curriculum; default all)")
     ap.add_argument("--few-shot", dest="few_shot", type=int, default=1,
@@ -831,6 +840,9 @@ def main():
     if a.stage1_patience is not None and (a.stage1_patience < 1 or not a.curriculum):
         ap.error("--stage1-patience ends a curriculum's first stage after that many checks (1 or more) without a "
                  "new lowest validation loss: it needs --curriculum")
+    unknown = set((a.mixture_arms or "").split(",")) - set(MIXTURE_ARMS) - {""}
+    if unknown:
+        ap.error(f"--mixture-arms: no mixture {', '.join(sorted(unknown))}; choose from {', '.join(MIXTURE_ARMS)}")
     if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
         ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
                  "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
@@ -871,7 +883,7 @@ def main():
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",
-                "icl_arm"):
+                "icl_arm", "mixture_arms"):
         if getattr(a, key) != ap.get_default(key):
             setup[key] = getattr(a, key)
     if a.base_model:

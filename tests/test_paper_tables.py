@@ -121,6 +121,35 @@ def test_train_only_trains_exactly_the_models_the_tables_sample_from(monkeypatch
     assert trained == set(calls) and trained
 
 
+
+def test_mixture_arms_trains_and_samples_only_the_mixtures_asked_for(monkeypatch):
+    """``--mixture-arms C``: Table 3's C model alone (trained the way the ICL arm is), at 0 and 3 shots."""
+    a = argparse.Namespace(datasets=["mp20_biternary"], formats=["sgs-wyckoff"], curriculum=1.0, arms=[],
+                           icl_arm="CrystalICL+curriculum", ablations=["mixtures"], mixture_arms="C", name="unused",
+                           work="unused", n=1000, runs=1)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(paper_tables, "mp20_name", lambda: "mp20_biternary")
+    assert paper_tables.needed_models(b, ["ablations"]) == [("mp20_biternary", "C+curriculum", "sgs-wyckoff")]
+    sampled = []
+    monkeypatch.setattr(b, "model", lambda ds, arm, fmt: Path(ds, arm, fmt))
+    monkeypatch.setattr(b, "conditional", lambda model, ds, shots, **kw: sampled.append((str(model), shots)) or {
+        "formula": 0.5})
+    monkeypatch.setattr(paper_tables, "_save", lambda *args: None)
+    monkeypatch.setattr(paper_tables, "_protocol", lambda ds: "reduced")
+    res = _fresh()
+    paper_tables.run_ablations(b, res)
+    model = str(Path("mp20_biternary", "C+curriculum", "sgs-wyckoff"))
+    assert sampled == [(model, 0), (model, 3)]
+    assert set(res["ablation_instruction_types"]) == {"0-shot", "3-shot"}
+    assert all(list(rows) == ["C"] for rows in res["ablation_instruction_types"].values())
+
+
+def test_an_unknown_mixture_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["paper_tables.py", "--mixture-arms", "C,Cx"])
+    with pytest.raises(SystemExit) as e:
+        paper_tables.main()
+    assert e.value.code == 2 and "no mixture Cx" in capsys.readouterr().err
+
 def test_few_shot_sets_the_k_shot_instructions_per_target_of_the_icl_arms_only(monkeypatch, tmp_path):
     """``--few-shot 3`` is a mixture ablation: the ICL arms get three K-shot instructions per target, while the
     CrystalLLM baseline stays zero-shot only (its mixture has none to multiply)."""
