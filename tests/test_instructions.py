@@ -147,6 +147,20 @@ def test_instruction_sets_are_reproducible_leak_free_and_follow_the_mixture(mp_p
     assert not any(r["task"] == "property" for r in rand_only)
 
 
+
+def test_demonstrations_reads_back_every_example_of_real_few_shot_prompts(mp_pool):
+    pool, _ = mp_pool
+    conds = ("formula", "space_group", "formation_energy", "band_gap", "e_above_hull")
+    records = [r for r in build(pool.frame, pool, conds, "sgs-wyckoff", Mixture(aux=0.0), seed=3, progress=False)
+               if r["task"] == "few-shot"]
+    texts = dict(zip(pool.frame["material_id"].astype(str), pool.frame["sgs_wyckoff"], strict=True))
+    assert {r["shots"] for r in records} == {1, 2, 3}
+    for r in records:
+        shown = DEFAULT.demonstrations(r["prompt"])
+        assert [crystal for _, crystal in shown] == [texts[i] for i in r["example_ids"]]
+        assert all(c.startswith("The chemical formula is") for c, _ in shown)
+    assert DEFAULT.demonstrations(DEFAULT.generation("The chemical formula is NaCl.", "sgs")) == []
+
 def test_per_orbit_fingerprint_equals_the_mean_over_all_sites():
     df = sample("mp20_biternary", n=6, seed=4)
     for cif in df.cif:

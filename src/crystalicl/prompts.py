@@ -7,6 +7,8 @@ Line breaks inside the specification's long sentences are typesetting, not part 
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import asdict, dataclass
 
 ORDINALS = ("First", "Second", "Third", "Fourth", "Fifth")
@@ -53,6 +55,19 @@ class PromptTemplate:
             parts.append(self.example.format(ordinal=ORDINALS[i], conditions=c, crystal=crystal))
         parts.append(self.few_shot_tail.format(conditions=cond, count=COUNT_WORDS[k - 1], task=self.task(fmt)))
         return "".join(parts) + self.response
+
+    def demonstrations(self, prompt: str) -> list[tuple[str, str]]:
+        """The (condition description, crystal text) pairs a K-shot prompt of this template shows, in order: the
+        inverse of :meth:`generation`'s ``examples``, to ask what a sample owes to its demonstrations."""
+        before, after = self.example.split("{conditions}")[0].split("{ordinal}")
+        head = re.escape(before) + "(?:" + "|".join(ORDINALS) + ")" + re.escape(after)
+        tail = self.few_shot_tail.split("{conditions}")[1].split("{count}")[0]  # ends the last crystal
+        out = []
+        for chunk in re.split(head, prompt)[1:]:
+            conditions, _, body = chunk.partition("\n")
+            crystal = itertools.takewhile(lambda line: tail not in line, body.split("\n"))
+            out.append((conditions, "\n".join(crystal).strip("\n")))
+        return out
 
     def property(self, name: str, crystal: str) -> str:
         return self.property_prediction.format(name=name, crystal=crystal) + self.response

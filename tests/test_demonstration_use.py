@@ -1,0 +1,58 @@
+"""What few-shot samples owe their demonstrations: Wyckoff layouts of real MP-20 crystals, copied or not."""
+
+import json
+import sys
+from pathlib import Path
+
+from conftest import sample
+
+from crystalicl.conditions import describe
+from crystalicl.data.prepare import prepare_one
+from crystalicl.prompts import DEFAULT
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import demonstration_use  # noqa: E402
+
+NAMES = ["formula", "space_group"]
+
+
+def _rows(n=12):
+    df = sample("mp20_biternary", "test", n=n)
+    return [r for r in (prepare_one(m, c) for m, c in zip(df.material_id, df.cif, strict=True)) if not r["error"]]
+
+
+def test_a_layout_is_the_group_the_wyckoff_labels_and_the_anonymised_formula():
+    from pymatgen.core import Composition
+
+    for r in _rows():
+        group, labels, anonymised = demonstration_use.layout(r["sgs_wyckoff"])
+        assert group == int(r["space_group"])
+        assert labels == tuple(line.split()[1] for line in r["sgs_wyckoff"].splitlines()[3::2])
+        assert anonymised == Composition(r["formula"]).anonymized_formula
+    assert demonstration_use.layout("not a crystal") is None
+
+
+def test_a_copied_template_counts_as_copied_and_the_control_as_chance(tmp_path):
+    """Target = a crystal, its demonstrations = itself (a template) and two others: a sample that is the
+    template's text copies its layout; the 0-shot control wrote another crystal's layout."""
+    rows = _rows()
+    target, others = rows[0], rows[1:]
+    other = next(r for r in others if r["sgs_wyckoff"].splitlines()[3:] != target["sgs_wyckoff"].splitlines()[3:])
+    demos = [(describe(r, NAMES), r["sgs_wyckoff"]) for r in (target, other, others[-1])]
+    conditions = {"formula": target["formula"], "space_group": int(target["space_group"])}
+    jobs = {}
+    for shots, text in ((3, target["sgs_wyckoff"]), (0, other["sgs_wyckoff"])):
+        d = tmp_path / f"cond-mp20_biternary-{shots}shot-C-run0"
+        d.mkdir()
+        prompt = DEFAULT.generation(describe(target, NAMES), "sgs-wyckoff", demos if shots else [])
+        record = {"id": "t-0", "target_id": "t", "prompt": prompt, "text": text, "error": None,
+                  "conditions": conditions, "format": "sgs-wyckoff", "shots": shots}
+        (d / "samples.jsonl").write_text(json.dumps(record) + "\n")
+        jobs[shots] = d / "samples.jsonl"
+    c = demonstration_use.use_of(jobs[3], jobs[0])
+    assert c["prompts"] == 1 and c["template shown"] == 1
+    assert c["layout of a template"] == 1 and c["layout of a demonstration"] == 1
+    assert c["formula right, template layout"] == "1 of 1" and c["formula right, other layout"] == "0 of 0"
+    assert c["0-shot control: layout of a demonstration"] == 1  # the other crystal is a demonstration too
+    assert demonstration_use.use_of(jobs[3], None)["0-shot control: layout of a demonstration"] is None
