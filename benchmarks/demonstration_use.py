@@ -1,7 +1,7 @@
 """Does the model read its demonstrations? Few-shot samples' Wyckoff layouts against the demonstrations'.
 
     python benchmarks/demonstration_use.py runs/paper-mp20-sw25/mp20_biternary/CrystalICL+curriculum-sgs-wyckoff \
-        --name NAME
+        [--instructions runs/paper-mp20-sw25/mp20_biternary/CrystalICL-sgs-wyckoff/train.jsonl] --name NAME
 
 With C selection and all of MP-20's conditions, most 3-shot prompts show a *template*: a demonstration with the
 target's space group and anonymised formula (BaRhF6 for BaCrF6 in R-3m), whose site layout (the Wyckoff labels in
@@ -11,7 +11,9 @@ few-shot job (``cond-*-Kshot-*``, SGS-Wyckoff text) of the given model directori
 show a template, the samples whose layout is a demonstration's and a template's, and, as the control, the same
 count for the 0-shot sample of the same target (the job of the same name at 0 shots): common prototypes match by
 chance. Formula success is split by whether the sample copied a template's layout (per-sample analysis
-``evaluate_conditional`` cached beside the samples). Results: ``benchmarks/results/NAME.json`` and ``.md``.
+``evaluate_conditional`` cached beside the samples). With ``--instructions``, the same question of a training
+set: how many of its few-shot instructions reward copying a demonstration's layout (*copyable*).
+Results: ``benchmarks/results/NAME.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -87,9 +89,31 @@ def use_of(job: Path, control: Path | None) -> dict:
     return c
 
 
+def taught(instructions: Path) -> dict:
+    """How often an instruction set's few-shot instructions show a demonstration with the target response's exact
+    layout (what copying would be rewarded for in training), by selection strategy."""
+    from crystalicl.instructions import read_jsonl
+
+    out: dict[str, list[int]] = {}
+    for r in read_jsonl(instructions):
+        if r["task"] != "few-shot":
+            continue
+        want = layout(r["response"])
+        hit = want is not None and any((s := layout(text)) and s[1] == want[1]
+                                       for _, text in DEFAULT.demonstrations(r["prompt"]))
+        for key in (r["strategy"], "all"):
+            out.setdefault(key, [0, 0])
+            out[key][0] += hit
+            out[key][1] += 1
+    return {k: {"copyable": h, "instructions": n} for k, (h, n) in sorted(out.items())}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="model directories of a paper_tables.py --work")
+    ap.add_argument("--instructions", nargs="*", default=[],
+                    help="also count, in these training sets (train.jsonl), the few-shot instructions whose "
+                         "demonstrations show the target's layout")
     ap.add_argument("--name", default="demonstration_use")
     a = ap.parse_args()
     res = {}
@@ -104,7 +128,13 @@ def main():
           "| job | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for job, r in res.items():
         md.append(f"| {job} | " + " | ".join("–" if r[k] is None else str(r[k]) for k in COLUMNS) + " |")
-    write(a.name, {"jobs": res}, "\n".join(md))
+    sets = {path: taught(Path(path)) for path in a.instructions}
+    if sets:
+        md += ["", "Training sets: few-shot instructions with a demonstration of the target's layout", "",
+               "| set | strategy | copyable | instructions |", "|---|---|---|---|"]
+        md += [f"| {path} | {k} | {v['copyable']} | {v['instructions']} |"
+               for path, by in sets.items() for k, v in by.items()]
+    write(a.name, {"jobs": res, "instructions": sets}, "\n".join(md))
     print("\n".join(md))
 
 

@@ -56,3 +56,24 @@ def test_a_copied_template_counts_as_copied_and_the_control_as_chance(tmp_path):
     assert c["formula right, template layout"] == "1 of 1" and c["formula right, other layout"] == "0 of 0"
     assert c["0-shot control: layout of a demonstration"] == 1  # the other crystal is a demonstration too
     assert demonstration_use.use_of(jobs[3], None)["0-shot control: layout of a demonstration"] is None
+
+
+def test_a_training_set_counts_the_few_shot_instructions_that_reward_copying(tmp_path):
+    from crystalicl.instructions import write_jsonl
+
+    rows = _rows()
+    target, other = rows[0], next(r for r in rows[1:] if demonstration_use.layout(r["sgs_wyckoff"])[1]
+                                  != demonstration_use.layout(rows[0]["sgs_wyckoff"])[1])
+    cond = describe(target, NAMES)
+
+    def record(demos, strategy):
+        prompt = DEFAULT.generation(cond, "sgs-wyckoff", [(describe(d, NAMES), d["sgs_wyckoff"]) for d in demos])
+        return {"prompt": prompt, "response": target["sgs_wyckoff"], "task": "few-shot", "strategy": strategy}
+
+    records = [record([other, target], "C"), record([other], "C"), record([other], "R"),
+               {"prompt": DEFAULT.generation(cond, "sgs-wyckoff"), "response": target["sgs_wyckoff"],
+                "task": "zero-shot", "strategy": None}]
+    write_jsonl(records, tmp_path / "train.jsonl")
+    assert demonstration_use.taught(tmp_path / "train.jsonl") == {
+        "C": {"copyable": 1, "instructions": 2}, "R": {"copyable": 0, "instructions": 1},
+        "all": {"copyable": 1, "instructions": 3}}
