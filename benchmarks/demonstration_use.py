@@ -29,6 +29,7 @@ from _common import analysed, conditional_jobs, write  # noqa: E402
 from crystalicl.copying import formula_error  # noqa: E402
 from crystalicl.errors import ParseError  # noqa: E402
 from crystalicl.prompts import DEFAULT  # noqa: E402
+from crystalicl.selection import anonymized_formula  # noqa: E402
 from crystalicl.text import sgs  # noqa: E402
 
 COLUMNS = ("prompts", "template shown", "layout of a demonstration", "layout of a template",
@@ -51,12 +52,6 @@ def layout(text: str | None) -> tuple[int, tuple[str, ...], str] | None:
     return group.number, tuple(label for _, label, _, _ in sites), Composition(counts).anonymized_formula
 
 
-def _anonymised(formula: str) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(formula).anonymized_formula
-
-
 def use_of(job: Path, control: Path | None) -> dict:
     """The counts of :data:`COLUMNS` for one few-shot job (and its 0-shot control, where it exists)."""
     zero = {r["target_id"]: r for r, _ in analysed(control)} if control else {}
@@ -65,7 +60,7 @@ def use_of(job: Path, control: Path | None) -> dict:
     for r, p in analysed(job):
         shown = [layout(text) for _, text in DEFAULT.demonstrations(r["prompt"])]
         shown = [s for s in shown if s]
-        want = (r["conditions"].get("space_group"), _anonymised(r["conditions"]["formula"]))
+        want = (r["conditions"].get("space_group"), anonymized_formula(r["conditions"]["formula"]))
         templates = {s[1] for s in shown if (s[0], s[2]) == want}
         layouts = {s[1] for s in shown}
         got = layout(r.get("text"))
