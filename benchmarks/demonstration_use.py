@@ -19,6 +19,7 @@ Results: ``benchmarks/results/NAME.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from _common import analysed, conditional_jobs, write  # noqa: E402
 
 from crystalicl.copying import formula_error  # noqa: E402
 from crystalicl.errors import ParseError  # noqa: E402
+from crystalicl.evaluate import load_samples  # noqa: E402
 from crystalicl.prompts import DEFAULT  # noqa: E402
 from crystalicl.selection import anonymized_formula  # noqa: E402
 from crystalicl.text import sgs  # noqa: E402
@@ -37,6 +39,7 @@ COLUMNS = ("prompts", "template shown", "layout of a demonstration", "layout of 
            "formula right, other layout")
 
 
+@functools.cache  # a pool crystal is shown in many prompts: parse its text once
 def layout(text: str | None) -> tuple[int, tuple[str, ...], str] | None:
     """(space-group number, Wyckoff labels in order, anonymised reduced formula) of SGS-Wyckoff text; None if
     it does not parse."""
@@ -54,7 +57,7 @@ def layout(text: str | None) -> tuple[int, tuple[str, ...], str] | None:
 
 def use_of(job: Path, control: Path | None) -> dict:
     """The counts of :data:`COLUMNS` for one few-shot job (and its 0-shot control, where it exists)."""
-    zero = {r["target_id"]: r for r, _ in analysed(control)} if control else {}
+    zero = {r["target_id"]: r for r in load_samples(control)} if control else {}  # its texts only
     c = dict.fromkeys(COLUMNS, 0)
     right = {"template": [0, 0], "other": [0, 0]}  # formula right, samples
     for r, p in analysed(job):
