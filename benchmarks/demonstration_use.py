@@ -19,7 +19,6 @@ Results: ``benchmarks/results/NAME.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import sys
 from pathlib import Path
@@ -28,31 +27,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import analysed, conditional_jobs, write  # noqa: E402
 
 from crystalicl.copying import formula_error  # noqa: E402
-from crystalicl.errors import ParseError  # noqa: E402
 from crystalicl.evaluate import load_samples  # noqa: E402
 from crystalicl.prompts import DEFAULT  # noqa: E402
 from crystalicl.selection import anonymized_formula  # noqa: E402
-from crystalicl.text import sgs  # noqa: E402
+from crystalicl.text.sgs import layout  # noqa: E402
 
 COLUMNS = ("prompts", "template shown", "layout of a demonstration", "layout of a template",
            "0-shot control: layout of a demonstration", "formula right, template layout",
            "formula right, other layout")
-
-
-@functools.cache  # a pool crystal is shown in many prompts: parse its text once
-def layout(text: str | None) -> tuple[int, tuple[str, ...], str] | None:
-    """(space-group number, Wyckoff labels in order, anonymised reduced formula) of SGS-Wyckoff text; None if
-    it does not parse."""
-    from pymatgen.core import Composition
-
-    try:
-        group, _, sites = sgs.parse(text or "", labels=True)
-    except ParseError:
-        return None
-    counts: dict[str, int] = {}
-    for element, label, _, _ in sites:
-        counts[element] = counts.get(element, 0) + int(re.match(r"\d+", label).group())
-    return group.number, tuple(label for _, label, _, _ in sites), Composition(counts).anonymized_formula
 
 
 def use_of(job: Path, control: Path | None) -> dict:

@@ -52,6 +52,7 @@ MIXTURES = {  # training arms
     "CF": Mixture(strategies=("CF",)),
     "C": Mixture(strategies=("C",)),
     "noAux": Mixture(aux=0.0),
+    "T": Mixture(strategies=("T",)),  # ours: every few-shot instruction shows the target's layout where one can
 }
 STAGE1_ARM = "CrystalLLM"  # whose zero-shot whole-text instructions a curriculum's first stage trains on
 DEFAULT_EPOCHS = 20.0  # the cap on epochs; also what runs from before it was recorded used
@@ -369,12 +370,13 @@ SAMPLED_ON = "sampled_on.json"  # under --work: the provenance of a --sample-onl
 
 
 MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
+EXTRA_MIXTURE_ARMS = ("T",)  # ours, trained only when --mixture-arms names them
 
 
 def mixture_arms(a) -> tuple[str, ...]:
     """The mixtures ablation's models that ``--mixture-arms`` asks for (default: all of Table 3's, in its order)."""
     wanted = getattr(a, "mixture_arms", None)
-    return tuple(m for m in MIXTURE_ARMS if m in wanted.split(",")) if wanted else MIXTURE_ARMS
+    return tuple(m for m in MIXTURE_ARMS + EXTRA_MIXTURE_ARMS if m in wanted.split(",")) if wanted else MIXTURE_ARMS
 
 
 def needed_models(b: Bench, tables: list[str]) -> list[tuple[str, str, str]]:
@@ -794,7 +796,8 @@ def main():
                     help="which ablations: inference (selection, K; one model), mixtures (six models)")
     ap.add_argument("--mixture-arms", dest="mixture_arms", default=None,
                     help=f"only these models of the mixtures ablation (comma list of {', '.join(MIXTURE_ARMS)}; "
-                         "default all): one mixture trained without the other five")
+                         "default all; T, ours, only when named: demonstrations with the target's own Wyckoff "
+                         "layout): one mixture trained without the others")
     ap.add_argument("--arms", default="", help="only these arms of the conditional and unconditional tables "
                     "(e.g. CrystalLLM,CrystalICL+curriculum; default all)")
     ap.add_argument("--few-shot", dest="few_shot", type=int, default=1,
@@ -840,9 +843,10 @@ def main():
     if a.stage1_patience is not None and (a.stage1_patience < 1 or not a.curriculum):
         ap.error("--stage1-patience ends a curriculum's first stage after that many checks (1 or more) without a "
                  "new lowest validation loss: it needs --curriculum")
-    unknown = set((a.mixture_arms or "").split(",")) - set(MIXTURE_ARMS) - {""}
+    known = MIXTURE_ARMS + EXTRA_MIXTURE_ARMS
+    unknown = set((a.mixture_arms or "").split(",")) - set(known) - {""}
     if unknown:
-        ap.error(f"--mixture-arms: no mixture {', '.join(sorted(unknown))}; choose from {', '.join(MIXTURE_ARMS)}")
+        ap.error(f"--mixture-arms: no mixture {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
     if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
         ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
                  "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")

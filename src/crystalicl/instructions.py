@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from crystalicl.conditions import PROPERTY_LABELS, available, describe, format_value, random_subset
 from crystalicl.prompts import DEFAULT, PromptTemplate
 from crystalicl.selection import STRATEGIES, Pool
+from crystalicl.text.sgs import layout
 
 TEXT_COLUMN = {"sgs": "sgs", "sgs-wyckoff": "sgs_wyckoff", "xyz": "xyz"}
 
@@ -30,7 +31,7 @@ TEXT_COLUMN = {"sgs": "sgs", "sgs-wyckoff": "sgs_wyckoff", "xyz": "xyz"}
 class Mixture:
     zero_shot: bool = True
     few_shot: int = 1  # K-shot instructions per target
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = STRATEGIES  # or "T": demonstrations with the target's layout (ours)
     shots: tuple[int, ...] = (1, 2, 3)
     aux: float = 0.5  # probability of a property-prediction instruction per target (0: the noAux ablation)
     shuffle: bool = False  # random demonstration order (ablation)
@@ -60,8 +61,9 @@ def generation_record(template: PromptTemplate, fmt: str, row, names, pool: Pool
     col = TEXT_COLUMN[fmt]
     examples, ids, fallback = [], [], None
     if k:
+        own = layout(row["sgs_wyckoff"]) if strategy == "T" else None  # T: demonstrations of the target's layout
         sel = pool.select(strategy, target_conditions(row, names), names, k, rng, exclude_id=exclude_id,
-                          shuffle=shuffle)
+                          shuffle=shuffle, layout=own)
         fallback = sel.fallback
         for i in sel.indices:
             ex = pool.frame.iloc[i]

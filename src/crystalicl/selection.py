@@ -6,7 +6,11 @@
 - ``F`` (fingerprint): a random anchor and its K−1 nearest pool neighbours (Euclidean distance of CrystalNN
   fingerprints);
 - ``CF``: a random anchor among the condition-matched crystals and its K−1 nearest neighbours among them;
-- ``R``: K random crystals.
+- ``R``: K random crystals;
+- ``T`` (template; training only, ours): pool crystals with the target's own Wyckoff layout (space group,
+  labels in orbit order, anonymised formula: :func:`crystalicl.text.sgs.layout`), ranked as C ranks, then
+  C's matches when fewer than K share it (``relaxed-layout``). It reads the target's structure, which a
+  prompt for a new crystal does not have: it makes instructions whose answer a demonstration's layout gives.
 Demonstrations are ordered most relevant first (C: best rank first; F/CF: anchor first); ``shuffle``
 gives the ablation's random order. The target itself is never a demonstration.
 
@@ -18,14 +22,15 @@ the stricter matches first. F/CF use random crystals in place of neighbours lack
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 import pandas as pd
 
 from crystalicl.conditions import CONTINUOUS
 
-STRATEGIES = ("C", "F", "CF", "R")
+STRATEGIES = ("C", "F", "CF", "R")  # for prompts: they need only the target's conditions
+TRAINING_STRATEGIES = (*STRATEGIES, "T")
 
 
 @cache
@@ -65,6 +70,16 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    @cached_property
+    def _by_layout(self) -> dict[tuple, np.ndarray]:
+        """Pool indices by Wyckoff layout of their SGS-Wyckoff text (built on T's first use)."""
+        from crystalicl.text.sgs import layout
+
+        out: dict[tuple, list[int]] = {}
+        for i, text in enumerate(self.frame["sgs_wyckoff"]):
+            out.setdefault(layout(text), []).append(i)
+        return {key: np.array(idx, int) for key, idx in out.items() if key is not None}
 
     def index_of(self, material_id) -> int | None:
         return self._id_index.get(str(material_id))
@@ -121,9 +136,11 @@ class Pool:
 
     # --- strategies ---------------------------------------------------------------------------------
     def select(self, strategy: str, target: dict, names, k: int, rng: np.random.Generator,
-               exclude_id=None, shuffle: bool = False) -> Selection:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+               exclude_id=None, shuffle: bool = False, layout: tuple | None = None) -> Selection:
+        """K demonstrations for ``target`` (its stated conditions ``names``); ``layout``: the target's own
+        Wyckoff layout, which only ``T`` reads."""
+        if strategy not in TRAINING_STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(TRAINING_STRATEGIES)}")
         exclude = self.index_of(exclude_id) if exclude_id is not None else None
         fallback = None
         if strategy == "R":
@@ -132,6 +149,18 @@ class Pool:
         elif strategy == "C":
             matched, fallback = self._matched(target, names, k, rng, exclude)
             chosen = matched[:k].tolist()
+        elif strategy == "T":
+            if layout is None:
+                raise ValueError("T chooses demonstrations by the target's own Wyckoff layout; give it (layout=): "
+                                 "a strategy for training instructions, not for prompts of unknown crystals")
+            same = self._by_layout.get(layout, np.zeros(0, int))
+            if exclude is not None:
+                same = same[same != exclude]
+            chosen = self.rank(same, target, names, rng)[:k].tolist()
+            if len(chosen) < k:
+                matched, _ = self._matched(target, names, k + len(chosen), rng, exclude)
+                chosen += [i for i in matched.tolist() if i not in chosen][:k - len(chosen)]
+                fallback = "relaxed-layout"
         else:
             if strategy == "CF":
                 among, fallback = self._matched(target, names, k, rng, exclude)

@@ -20,6 +20,7 @@ regularised to the crystal system first.
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import numpy as np
 
@@ -105,6 +106,22 @@ def parse(text: str, labels: bool):
             label = None
         sites.append((element(parts[0], eno), label, floats(cline, 3, "fractional coordinates"), eno))
     return group, params, sites
+
+
+@cache  # a pool crystal is shown in many prompts: parse its text once
+def layout(text: str | None) -> tuple[int, tuple[str, ...], str] | None:
+    """(space-group number, Wyckoff labels in orbit order, anonymised reduced formula) of SGS-Wyckoff text, or None
+    if it does not parse: what a demonstration lends a target of the same layout once its elements are renamed."""
+    from pymatgen.core import Composition
+
+    try:
+        group, _, sites = parse(text or "", labels=True)
+    except ParseError:
+        return None
+    counts: dict[str, int] = {}
+    for symbol, label, _, _ in sites:
+        counts[symbol] = counts.get(symbol, 0) + int(_LABEL.match(label).group(1))
+    return group.number, tuple(label for _, label, _, _ in sites), Composition(counts).anonymized_formula
 
 
 def site_orbit(group, label: str | None, xyz, matrix: np.ndarray, snap_tol: float = SNAP_TOLERANCE,
