@@ -22,17 +22,6 @@ def _rows(n=12):
     return [r for r in (prepare_one(m, c) for m, c in zip(df.material_id, df.cif, strict=True)) if not r["error"]]
 
 
-def test_a_layout_is_the_group_the_wyckoff_labels_and_the_anonymised_formula():
-    from pymatgen.core import Composition
-
-    for r in _rows():
-        group, labels, anonymised = demonstration_use.layout(r["sgs_wyckoff"])
-        assert group == int(r["space_group"])
-        assert labels == tuple(line.split()[1] for line in r["sgs_wyckoff"].splitlines()[3::2])
-        assert anonymised == Composition(r["formula"]).anonymized_formula
-    assert demonstration_use.layout("not a crystal") is None
-
-
 def test_a_copied_template_counts_as_copied_and_the_control_as_chance(tmp_path):
     """Target = a crystal, its demonstrations = itself (a template) and two others: a sample that is the
     template's text copies its layout; the 0-shot control wrote another crystal's layout."""

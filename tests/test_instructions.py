@@ -103,6 +103,31 @@ def test_condition_strategy_falls_back_and_says_so(mp_pool):
     assert len(sel.indices) == 3 and sel.fallback == "relaxed-formula"
 
 
+def test_template_strategy_shows_demonstrations_of_the_targets_own_layout(mp_pool):
+    """T: every demonstration shares the target's Wyckoff layout while the pool has K such crystals, then C's
+    matches fill in (relaxed-layout); the target itself is never one, and prompts without a layout are refused."""
+    from crystalicl.text.sgs import layout
+
+    _, pool = mp_pool
+    rng = np.random.default_rng(0)
+    layouts = [layout(t) for t in pool.frame.sgs_wyckoff]
+    full = relaxed = 0
+    for t in range(len(pool)):
+        row = pool.frame.iloc[t]
+        same = [i for i, x in enumerate(layouts) if x == layouts[t] and i != t]
+        sel = pool.select("T", {"formula": row.formula}, ["formula"], 2, rng, exclude_id=row.material_id,
+                          layout=layouts[t])
+        assert len(sel.indices) == 2 and t not in sel.indices
+        shared = [i for i in sel.indices if layouts[i] == layouts[t]]
+        assert len(shared) == min(2, len(same))
+        assert (sel.fallback is None) == (len(same) >= 2)
+        full += len(same) >= 2
+        relaxed += sel.fallback == "relaxed-layout"
+    assert full >= 20 and relaxed >= 20
+    with pytest.raises(ValueError, match="layout"):
+        pool.select("T", {"formula": "NaCl"}, ["formula"], 2, rng)
+
+
 def test_fingerprint_strategies_return_true_nearest_neighbours(mp_pool):
     pool, _ = mp_pool
     d = cdist(pool.fingerprints, pool.fingerprints)

@@ -144,6 +144,15 @@ def test_mixture_arms_trains_and_samples_only_the_mixtures_asked_for(monkeypatch
     assert all(list(rows) == ["C"] for rows in res["ablation_instruction_types"].values())
 
 
+def test_the_template_mixture_is_trained_only_when_named():
+    """T (ours) is not one of Table 3's models: all of them by default, T alone or beside C when named."""
+    a = argparse.Namespace(mixture_arms=None)
+    assert paper_tables.mixture_arms(a) == paper_tables.MIXTURE_ARMS and "T" not in paper_tables.MIXTURE_ARMS
+    a.mixture_arms = "T,C"
+    assert paper_tables.mixture_arms(a) == ("C", "T")
+    assert paper_tables.MIXTURES["T"].strategies == ("T",)
+
+
 def test_an_unknown_mixture_is_refused(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["paper_tables.py", "--mixture-arms", "C,Cx"])
     with pytest.raises(SystemExit) as e:

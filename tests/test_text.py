@@ -204,3 +204,20 @@ def test_the_format_is_told_from_real_texts_and_mixed_texts_are_refused(fmt):
         detect_format(texts + [encode(structures[0], other)])
     with pytest.raises(ParseError, match="no crystal text"):
         detect_format([])
+
+
+def test_a_layout_is_the_group_the_wyckoff_labels_and_the_anonymised_formula():
+    from pymatgen.core import Composition
+
+    from crystalicl.data.prepare import prepare_one
+    from crystalicl.text.sgs import layout
+
+    df = sample("mp20_biternary", "test", n=12)
+    rows = [r for r in (prepare_one(m, c) for m, c in zip(df.material_id, df.cif, strict=True)) if not r["error"]]
+    assert len(rows) >= 10
+    for r in rows:
+        group, labels, anonymised = layout(r["sgs_wyckoff"])
+        assert group == int(r["space_group"])
+        assert labels == tuple(line.split()[1] for line in r["sgs_wyckoff"].splitlines()[3::2])
+        assert anonymised == Composition(r["formula"]).anonymized_formula
+    assert layout("not a crystal") is None
