@@ -19,6 +19,7 @@ true layout). A model that reads its demonstrations loses far less on the layout
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import write  # noqa: E402
+from _common import RESULTS, write  # noqa: E402
 
 PROMPTS = {"0-shot": (None, 0), "T (own layout)": ("T", 3), "C": ("C", 3), "R": ("R", 3)}
 CONDITIONS = ("formula", "space_group", "formation_energy", "band_gap")
@@ -105,6 +106,18 @@ def gain(model_dir: Path, ds: str, n: int) -> dict:
     return out
 
 
+def table(dataset: str, res: dict) -> str:
+    cols = ("nll per token", "nll per layout token", "layout right (argmax)")
+    md = ["# Teacher-forced: does a template in the prompt make the target's layout likelier?", "",
+          f"{dataset} test crystals with three training crystals of their layout, every condition stated; "
+          "NLL in nats. T: three crystals of the target's own layout; C: the benchmarks' selection; R: random.", "",
+          "| model | prompt | targets | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for m, by in res.items():
+        md += [f"| {m} | {kind} | {v['targets']} | " + " | ".join(str(v[c]) for c in cols) + " |"
+               for kind, v in by.items()]
+    return "\n".join(md)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="trained SGS or SGS-Wyckoff model directories")
@@ -112,17 +125,16 @@ def main():
     ap.add_argument("--n", type=int, default=300, help="test crystals (default 300)")
     ap.add_argument("--name", default="context_gain")
     a = ap.parse_args()
-    res = {m: gain(Path(m), a.dataset, a.n) for m in a.models}
-    cols = ("nll per token", "nll per layout token", "layout right (argmax)")
-    md = ["# Teacher-forced: does a template in the prompt make the target's layout likelier?", "",
-          f"{a.dataset} test crystals with three training crystals of their layout, every condition stated; "
-          "NLL in nats. T: three crystals of the target's own layout; C: the benchmarks' selection; R: random.", "",
-          "| model | prompt | targets | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
-    for m, by in res.items():
-        md += [f"| {m} | {kind} | {v['targets']} | " + " | ".join(str(v[c]) for c in cols) + " |"
-               for kind, v in by.items()]
-    write(a.name, {"dataset": a.dataset, "n": a.n, "models": res}, "\n".join(md))
-    print("\n".join(md))
+    done = RESULTS / f"{a.name}.json"
+    res = {}
+    if done.exists():  # resume: models scored by an earlier run on the same crystals are kept, not rescored
+        old = json.loads(done.read_text())
+        res = old["models"] if (old["dataset"], old["n"]) == (a.dataset, a.n) else {}
+    for m in a.models:
+        if m not in res:
+            res[m] = gain(Path(m), a.dataset, a.n)
+            write(a.name, {"dataset": a.dataset, "n": a.n, "models": res}, table(a.dataset, res))
+    print(table(a.dataset, res))
 
 
 if __name__ == "__main__":
