@@ -19,6 +19,7 @@ true layout). A model that reads its demonstrations loses far less on the layout
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -62,6 +63,7 @@ def score(model, tok, prompt: str, response: str) -> tuple[float, float, bool, i
     return float(nll.sum()), float(nll[on_layout].sum()), bool(right[on_layout].all()), len(q), int(on_layout.sum())
 
 
+@functools.cache  # every model of one template and format is scored on the same records: build them once
 def targets_and_prompts(ds: str, n: int, template, fmt: str, seed: int = 0) -> tuple[list[str], dict[str, list[dict]]]:
     """The first ``n`` test crystals with three training crystals of their layout, and each one's records under
     every prompt kind of :data:`PROMPTS` (demonstrations from the training split)."""
