@@ -371,12 +371,13 @@ SAMPLED_ON = "sampled_on.json"  # under --work: the provenance of a --sample-onl
 
 MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
 EXTRA_MIXTURE_ARMS = ("T",)  # ours, trained only when --mixture-arms names them
+KNOWN_MIXTURE_ARMS = MIXTURE_ARMS + EXTRA_MIXTURE_ARMS
 
 
 def mixture_arms(a) -> tuple[str, ...]:
     """The mixtures ablation's models that ``--mixture-arms`` asks for (default: all of Table 3's, in its order)."""
     wanted = getattr(a, "mixture_arms", None)
-    return tuple(m for m in MIXTURE_ARMS + EXTRA_MIXTURE_ARMS if m in wanted.split(",")) if wanted else MIXTURE_ARMS
+    return tuple(m for m in KNOWN_MIXTURE_ARMS if m in wanted.split(",")) if wanted else MIXTURE_ARMS
 
 
 def needed_models(b: Bench, tables: list[str]) -> list[tuple[str, str, str]]:
@@ -843,10 +844,10 @@ def main():
     if a.stage1_patience is not None and (a.stage1_patience < 1 or not a.curriculum):
         ap.error("--stage1-patience ends a curriculum's first stage after that many checks (1 or more) without a "
                  "new lowest validation loss: it needs --curriculum")
-    known = MIXTURE_ARMS + EXTRA_MIXTURE_ARMS
-    unknown = set((a.mixture_arms or "").split(",")) - set(known) - {""}
+    unknown = set((a.mixture_arms or "").split(",")) - set(KNOWN_MIXTURE_ARMS) - {""}
     if unknown:
-        ap.error(f"--mixture-arms: no mixture {', '.join(sorted(unknown))}; choose from {', '.join(known)}")
+        ap.error(f"--mixture-arms: no mixture {', '.join(sorted(unknown))}; "
+                 f"choose from {', '.join(KNOWN_MIXTURE_ARMS)}")
     if a.base_model and (a.curriculum or a.icl_arm != "CrystalICL"):
         ap.error("--curriculum teaches a from-scratch compact model to read the formula first; a pretrained LLM "
                  "(--base-model) already can, and LoRA runs cannot continue from a stage-1 model")
