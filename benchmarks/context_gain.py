@@ -64,8 +64,8 @@ def score(model, tok, prompt: str, response: str) -> tuple[float, float, bool, i
 
 
 @functools.cache  # every model of one template and format is scored on the same records: build them once
-def targets_and_prompts(ds: str, n: int, template, fmt: str, seed: int = 0) -> tuple[list[str], dict[str, list[dict]]]:
-    """The first ``n`` test crystals with three training crystals of their layout, and each one's records under
+def prompts_of_targets(ds: str, n: int, template, fmt: str, seed: int = 0) -> dict[str, list[dict]]:
+    """For the first ``n`` test crystals with three training crystals of their layout, each one's record under
     every prompt kind of :data:`PROMPTS` (demonstrations from the training split)."""
     from crystalicl.data.prepare import load_prepared
     from crystalicl.instructions import generation_record, load_pool
@@ -74,19 +74,17 @@ def targets_and_prompts(ds: str, n: int, template, fmt: str, seed: int = 0) -> t
     pool = load_pool(ds, "train", fingerprints=False, progress=False)
     names = [c for c in CONDITIONS if c in tests.columns]
     rng = np.random.default_rng(seed)
-    ids: list[str] = []
     records: dict[str, list[dict]] = {kind: [] for kind in PROMPTS}
     for _, row in tests.iterrows():
-        if len(ids) == n:
+        if len(records["0-shot"]) == n:
             break
         with_t = generation_record(template, fmt, row, names, pool, "T", 3, rng)
         if with_t["fallback"] is not None:  # fewer than three training crystals share its layout
             continue
-        ids.append(str(row["material_id"]))
         for kind, (strategy, k) in PROMPTS.items():
             records[kind].append(with_t if strategy == "T" else
                                  generation_record(template, fmt, row, names, pool, strategy, k, rng))
-    return ids, records
+    return records
 
 
 def gain(model_dir: Path, ds: str, n: int) -> dict:
@@ -96,7 +94,7 @@ def gain(model_dir: Path, ds: str, n: int) -> dict:
     model, tok, meta = load_trained(model_dir)
     if meta["format"] not in ("sgs", "sgs-wyckoff"):
         raise ValueError(f"{model_dir}: writes {meta['format']} text; layout tokens are SGS element lines")
-    _, records = targets_and_prompts(ds, n, PromptTemplate.from_dict(meta["template"]), meta["format"])
+    records = prompts_of_targets(ds, n, PromptTemplate.from_dict(meta["template"]), meta["format"])
     out = {}
     for kind, recs in records.items():
         totals = np.array([score(model, tok, r["prompt"], r["response"])
