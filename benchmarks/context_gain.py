@@ -8,7 +8,10 @@ Sampling (``demonstration_use.py``) asks whether samples copy a template; this a
 sampling noise. For ``--n`` test crystals whose Wyckoff layout at least three training crystals share, each stated
 with every condition the dataset has, the true text (the model's format: SGS-Wyckoff or SGS) is scored after four
 prompts: 0-shot; 3-shot ``T`` (three training crystals of the target's own layout: copying them gives the answer);
-3-shot ``C`` (the selection the benchmarks prompt with); 3-shot ``R`` (random crystals, the control). Per prompt
+3-shot ``C`` (the selection the benchmarks prompt with); 3-shot ``R`` (random crystals, the control); and ``T`` with
+its last demonstration replaced by the target itself ("answer shown": copying needs no renaming, only plain
+induction, so a model that gains nothing here cannot copy at all, and one that gains here but not after ``T`` cannot
+match a template's lines to the target's elements). Per prompt
 kind: mean negative log-likelihood (nats) per response token and per *layout* token (the element lines, ``Li 4g``,
 with the newline before each, and the end of text: which sites there are, what the formula follows from), and the
 share of targets whose every layout token is the model's top choice (teacher-forced: greedy decoding would write the
@@ -30,7 +33,8 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, write  # noqa: E402
 
-PROMPTS = {"0-shot": (None, 0), "T (own layout)": ("T", 3), "C": ("C", 3), "R": ("R", 3)}
+PROMPTS = {"0-shot": (None, 0), "T (own layout)": ("T", 3), "C": ("C", 3), "R": ("R", 3),
+           "answer shown": ("T", 3)}  # T's prompt, its last demonstration the target itself
 CONDITIONS = ("formula", "space_group", "formation_energy", "band_gap")
 
 
@@ -63,6 +67,18 @@ def score(model, tok, prompt: str, response: str) -> tuple[float, float, bool, i
     return float(nll.sum()), float(nll[on_layout].sum()), bool(right[on_layout].all()), len(q), int(on_layout.sum())
 
 
+def answer_shown(template, fmt: str, row, names, pool, with_t: dict) -> dict:
+    """``with_t`` (a ``T`` record of ``row``) with its last demonstration replaced by the target itself."""
+    from crystalicl.conditions import describe
+    from crystalicl.instructions import TEXT_COLUMN
+
+    by_id = pool.frame.set_index(pool.frame["material_id"].astype(str))
+    shown = [by_id.loc[i] for i in with_t["example_ids"][:-1]] + [row]
+    examples = [(describe(ex, names), ex[TEXT_COLUMN[fmt]]) for ex in shown]
+    return with_t | {"prompt": template.generation(describe(row, names), fmt, examples),
+                     "example_ids": with_t["example_ids"][:-1] + [str(row["material_id"])]}
+
+
 @functools.cache  # every model of one template and format is scored on the same records: build them once
 def prompts_of_targets(ds: str, n: int, template, fmt: str, seed: int = 0) -> dict[str, list[dict]]:
     """For the first ``n`` test crystals with three training crystals of their layout, each one's record under
@@ -82,7 +98,8 @@ def prompts_of_targets(ds: str, n: int, template, fmt: str, seed: int = 0) -> di
         if with_t["fallback"] is not None:  # fewer than three training crystals share its layout
             continue
         for kind, (strategy, k) in PROMPTS.items():
-            records[kind].append(with_t if strategy == "T" else
+            records[kind].append(answer_shown(template, fmt, row, names, pool, with_t) if kind == "answer shown"
+                                 else with_t if strategy == "T" else
                                  generation_record(template, fmt, row, names, pool, strategy, k, rng))
     return records
 
@@ -110,7 +127,8 @@ def table(dataset: str, res: dict) -> str:
     cols = ("nll per token", "nll per layout token", "layout right (argmax)")
     md = ["# Teacher-forced: does a template in the prompt make the target's layout likelier?", "",
           f"{dataset} test crystals with three training crystals of their layout, every condition stated; "
-          "NLL in nats. T: three crystals of the target's own layout; C: the benchmarks' selection; R: random.", "",
+          "NLL in nats. T: three crystals of the target's own layout; C: the benchmarks' selection; R: random; "
+          "answer shown: T's prompt, its last demonstration the target itself.", "",
           "| model | prompt | targets | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
     for m, by in res.items():
         md += [f"| {m} | {kind} | {v['targets']} | " + " | ".join(str(v[c]) for c in cols) + " |"

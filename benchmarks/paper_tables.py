@@ -53,6 +53,7 @@ MIXTURES = {  # training arms
     "C": Mixture(strategies=("C",)),
     "noAux": Mixture(aux=0.0),
     "T": Mixture(strategies=("T",)),  # ours: every few-shot instruction shows the target's layout where one can
+    "TA": Mixture(strategies=("T", "A")),  # ours: T, and half the few-shot instructions show the answer itself
 }
 STAGE1_ARM = "CrystalLLM"  # whose zero-shot whole-text instructions a curriculum's first stage trains on
 DEFAULT_EPOCHS = 20.0  # the cap on epochs; also what runs from before it was recorded used
@@ -370,7 +371,7 @@ SAMPLED_ON = "sampled_on.json"  # under --work: the provenance of a --sample-onl
 
 
 MIXTURE_ARMS = ("Rand", "F", "CF", "C", "noAux", "CrystalICL")  # Table 3's models
-EXTRA_MIXTURE_ARMS = ("T",)  # ours, trained only when --mixture-arms names them
+EXTRA_MIXTURE_ARMS = ("T", "TA")  # ours, trained only when --mixture-arms names them
 KNOWN_MIXTURE_ARMS = MIXTURE_ARMS + EXTRA_MIXTURE_ARMS
 
 

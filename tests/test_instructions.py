@@ -128,6 +128,29 @@ def test_template_strategy_shows_demonstrations_of_the_targets_own_layout(mp_poo
         pool.select("T", {"formula": "NaCl"}, ["formula"], 2, rng)
 
 
+def test_answer_strategy_shows_the_target_itself_among_its_layouts_templates(mp_pool):
+    """A: the target's own description and text once, at a random place, beside K - 1 of T's demonstrations."""
+    from crystalicl.instructions import generation_record
+    from crystalicl.text.sgs import layout
+
+    _, pool = mp_pool
+    rng = np.random.default_rng(0)
+    names = ["formula", "space_group"]
+    places = set()
+    for t in range(40):
+        row = pool.frame.iloc[t]
+        for k in (1, 2, 3):
+            rec = generation_record(DEFAULT, "sgs-wyckoff", row, names, pool, "A", k, rng, exclude_id=row.material_id)
+            ids = rec["example_ids"]
+            assert len(ids) == k and ids.count(row.material_id) == 1 and rec["response"] == row.sgs_wyckoff
+            assert rec["prompt"].count(describe(row, names) + "\n" + row.sgs_wyckoff + "\n") == 1
+            others = [pool.frame.index[pool.frame.material_id == i][0] for i in ids if i != row.material_id]
+            if rec["fallback"] is None:
+                assert all(layout(pool.frame.sgs_wyckoff[i]) == layout(row.sgs_wyckoff) for i in others)
+            places.add((k, ids.index(row.material_id)))
+    assert places == {(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)}
+
+
 def test_fingerprint_strategies_return_true_nearest_neighbours(mp_pool):
     pool, _ = mp_pool
     d = cdist(pool.fingerprints, pool.fingerprints)

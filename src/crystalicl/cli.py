@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "for few-shot ones (default 0,1,2,3)")
     q.add_argument("--strategies", default="C,F,CF,R", help="selection strategies mixed in few-shot instructions;"
                    " one strategy alone gives the paper's ablations (R = Rand); T (ours): demonstrations with"
-                   " the target's own Wyckoff layout")
+                   " the target's own Wyckoff layout; A (ours): T's, with the target itself among them")
     q.add_argument("--few-shot", type=int, default=1, help="few-shot instructions per target (default 1)")
     q.add_argument("--aux", action=argparse.BooleanOptionalAction, default=True,
                    help="property-prediction auxiliary task (--no-aux: the noAux ablation)")

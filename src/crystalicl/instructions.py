@@ -25,13 +25,18 @@ from crystalicl.selection import STRATEGIES, Pool
 from crystalicl.text.sgs import layout
 
 TEXT_COLUMN = {"sgs": "sgs", "sgs-wyckoff": "sgs_wyckoff", "xyz": "xyz"}
+# Training only (ours): T's demonstrations with the target itself among them, at a random place. Copying it needs
+# plain induction alone; the compact models trained without it gain nothing even from the answer in their prompt
+# (benchmarks/context_gain.py, "answer shown"), so this rewards copying where it is easiest to learn.
+ANSWER = "A"
 
 
 @dataclass(frozen=True)
 class Mixture:
     zero_shot: bool = True
     few_shot: int = 1  # K-shot instructions per target
-    strategies: tuple[str, ...] = STRATEGIES  # or "T": demonstrations with the target's layout (ours)
+    strategies: tuple[str, ...] = STRATEGIES  # or (ours) "T": demonstrations with the target's layout; "A": T's, and
+    # the target itself among them
     shots: tuple[int, ...] = (1, 2, 3)
     aux: float = 0.5  # probability of a property-prediction instruction per target (0: the noAux ablation)
     shuffle: bool = False  # random demonstration order (ablation)
@@ -61,12 +66,17 @@ def generation_record(template: PromptTemplate, fmt: str, row, names, pool: Pool
     col = TEXT_COLUMN[fmt]
     examples, ids, fallback = [], [], None
     if k:
-        own = layout(row["sgs_wyckoff"]) if strategy == "T" else None  # T: demonstrations of the target's layout
-        sel = pool.select(strategy, target_conditions(row, names), names, k, rng, exclude_id=exclude_id,
-                          shuffle=shuffle, layout=own)
-        fallback = sel.fallback
-        for i in sel.indices:
-            ex = pool.frame.iloc[i]
+        answer = strategy == ANSWER
+        own = layout(row["sgs_wyckoff"]) if strategy in ("T", ANSWER) else None  # the target's layout
+        shown = []
+        if k > answer:
+            sel = pool.select("T" if answer else strategy, target_conditions(row, names), names, k - answer, rng,
+                              exclude_id=exclude_id, shuffle=shuffle, layout=own)
+            fallback = sel.fallback
+            shown = [pool.frame.iloc[i] for i in sel.indices]
+        if answer:
+            shown.insert(int(rng.integers(k)), row)
+        for ex in shown:
             examples.append((describe(ex, names), ex[col]))
             ids.append(str(ex["material_id"]))
     return {
