@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, write  # noqa: E402
 
 PROMPTS = {"0-shot": (None, 0), "T (own layout)": ("T", 3), "C": ("C", 3), "R": ("R", 3),
-           "answer shown": ("T", 3)}  # T's prompt, its last demonstration the target itself
+           "answer shown": ("T, answer last", 3)}  # T's prompt, its last demonstration the target itself
 CONDITIONS = ("formula", "space_group", "formation_energy", "band_gap")
 
 
@@ -97,10 +97,10 @@ def prompts_of_targets(ds: str, n: int, template, fmt: str, seed: int = 0) -> di
         with_t = generation_record(template, fmt, row, names, pool, "T", 3, rng)
         if with_t["fallback"] is not None:  # fewer than three training crystals share its layout
             continue
+        built = {"T": with_t, "T, answer last": answer_shown(template, fmt, row, names, pool, with_t)}
         for kind, (strategy, k) in PROMPTS.items():
-            records[kind].append(answer_shown(template, fmt, row, names, pool, with_t) if kind == "answer shown"
-                                 else with_t if strategy == "T" else
-                                 generation_record(template, fmt, row, names, pool, strategy, k, rng))
+            records[kind].append(built.get(strategy) or generation_record(template, fmt, row, names, pool, strategy,
+                                                                          k, rng))
     return records
 
 
