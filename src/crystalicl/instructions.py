@@ -68,9 +68,9 @@ def generation_record(template: PromptTemplate, fmt: str, row, names, pool: Pool
     if k:
         answer = strategy == ANSWER
         own = layout(row["sgs_wyckoff"]) if strategy in ("T", ANSWER) else None  # the target's layout
-        shown = []
-        if k > answer:
-            sel = pool.select("T" if answer else strategy, target_conditions(row, names), names, k - answer, rng,
+        shown, from_pool = [], k - 1 if answer else k
+        if from_pool:
+            sel = pool.select("T" if answer else strategy, target_conditions(row, names), names, from_pool, rng,
                               exclude_id=exclude_id, shuffle=shuffle, layout=own)
             fallback = sel.fallback
             shown = [pool.frame.iloc[i] for i in sel.indices]
