@@ -72,8 +72,7 @@ def answer_shown(template, fmt: str, row, names, pool, with_t: dict) -> dict:
     from crystalicl.conditions import describe
     from crystalicl.instructions import TEXT_COLUMN
 
-    by_id = pool.frame.set_index(pool.frame["material_id"].astype(str))
-    shown = [by_id.loc[i] for i in with_t["example_ids"][:-1]] + [row]
+    shown = [pool.frame.iloc[pool.index_of(i)] for i in with_t["example_ids"][:-1]] + [row]
     examples = [(describe(ex, names), ex[TEXT_COLUMN[fmt]]) for ex in shown]
     return with_t | {"prompt": template.generation(describe(row, names), fmt, examples),
                      "example_ids": with_t["example_ids"][:-1] + [str(row["material_id"])]}
