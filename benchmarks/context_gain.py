@@ -6,17 +6,18 @@ without a template in the prompt.
 
 Sampling (``demonstration_use.py``) asks whether samples copy a template; this asks the model directly, without
 sampling noise. For ``--n`` test crystals whose Wyckoff layout at least three training crystals share, each stated
-with every condition the dataset has, the true text (the model's format: SGS-Wyckoff or SGS) is scored after four
+with every condition the dataset has, the true text (the model's format: SGS-Wyckoff or SGS) is scored after six
 prompts: 0-shot; 3-shot ``T`` (three training crystals of the target's own layout: copying them gives the answer);
 3-shot ``C`` (the selection the benchmarks prompt with); 3-shot ``R`` (random crystals, the control); and ``T`` with
 its last demonstration replaced by the target itself ("answer shown": copying needs no renaming, only plain
 induction, so a model that gains nothing here cannot copy at all, and one that gains here but not after ``T`` cannot
-match a template's lines to the target's elements). Per prompt
-kind: mean negative log-likelihood (nats) per response token and per *layout* token (the element lines, ``Li 4g``,
-with the newline before each, and the end of text: which sites there are, what the formula follows from), and the
-share of targets whose every layout token is the model's top choice (teacher-forced: greedy decoding would write the
-true layout). A model that reads its demonstrations loses far less on the layout after ``T`` than after 0-shot or
-``R``. Results: ``benchmarks/results/NAME.json`` and ``.md``.
+match a template's lines to the target's elements); and the target as the only demonstration of a 1-shot prompt
+("answer alone": copying one text, what a copy stage trains). Per prompt kind: mean negative log-likelihood (nats)
+per response token and per *layout* token (the element lines, ``Li 4g``, with the newline before each, and the end of
+text: which sites there are, what the formula follows from), and the share of targets whose every layout token is the
+model's top choice (teacher-forced: greedy decoding would write the true layout). A model that reads its
+demonstrations loses far less on the layout after ``T`` than after 0-shot or ``R``. Results:
+``benchmarks/results/NAME.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, write  # noqa: E402
 
 PROMPTS = {"0-shot": (None, 0), "T (own layout)": ("T", 3), "C": ("C", 3), "R": ("R", 3),
-           "answer shown": ("T, answer last", 3)}  # T's prompt, its last demonstration the target itself
+           "answer shown": ("T, answer last", 3),  # T's prompt, its last demonstration the target itself
+           "answer alone": ("answer only", 1)}  # the target its only demonstration: copying one text
 CONDITIONS = ("formula", "space_group", "formation_energy", "band_gap")
 
 
@@ -67,15 +69,16 @@ def score(model, tok, prompt: str, response: str) -> tuple[float, float, bool, i
     return float(nll.sum()), float(nll[on_layout].sum()), bool(right[on_layout].all()), len(q), int(on_layout.sum())
 
 
-def answer_shown(template, fmt: str, row, names, pool, with_t: dict) -> dict:
-    """``with_t`` (a ``T`` record of ``row``) with its last demonstration replaced by the target itself."""
+def answer_shown(template, fmt: str, row, names, pool, with_t: dict, kept: int = 2) -> dict:
+    """``with_t`` (a ``T`` record of ``row``) with its first ``kept`` demonstrations and then the target itself."""
     from crystalicl.conditions import describe
     from crystalicl.instructions import TEXT_COLUMN
 
-    shown = [pool.frame.iloc[pool.index_of(i)] for i in with_t["example_ids"][:-1]] + [row]
+    ids = with_t["example_ids"][:kept]
+    shown = [pool.frame.iloc[pool.index_of(i)] for i in ids] + [row]
     examples = [(describe(ex, names), ex[TEXT_COLUMN[fmt]]) for ex in shown]
-    return with_t | {"prompt": template.generation(describe(row, names), fmt, examples),
-                     "example_ids": with_t["example_ids"][:-1] + [str(row["material_id"])]}
+    return with_t | {"prompt": template.generation(describe(row, names), fmt, examples), "shots": kept + 1,
+                     "example_ids": ids + [str(row["material_id"])]}
 
 
 @functools.cache  # every model of one template and format is scored on the same records: build them once
@@ -96,7 +99,8 @@ def prompts_of_targets(ds: str, n: int, template, fmt: str, seed: int = 0) -> di
         with_t = generation_record(template, fmt, row, names, pool, "T", 3, rng)
         if with_t["fallback"] is not None:  # fewer than three training crystals share its layout
             continue
-        built = {"T": with_t, "T, answer last": answer_shown(template, fmt, row, names, pool, with_t)}
+        built = {"T": with_t, "T, answer last": answer_shown(template, fmt, row, names, pool, with_t),
+                 "answer only": answer_shown(template, fmt, row, names, pool, with_t, kept=0)}
         for kind, (strategy, k) in PROMPTS.items():
             records[kind].append(built.get(strategy) or generation_record(template, fmt, row, names, pool, strategy,
                                                                           k, rng))
@@ -127,7 +131,8 @@ def table(dataset: str, res: dict) -> str:
     md = ["# Teacher-forced: does a template in the prompt make the target's layout likelier?", "",
           f"{dataset} test crystals with three training crystals of their layout, every condition stated; "
           "NLL in nats. T: three crystals of the target's own layout; C: the benchmarks' selection; R: random; "
-          "answer shown: T's prompt, its last demonstration the target itself.", "",
+          "answer shown: T's prompt, its last demonstration the target itself; answer alone: the target its only "
+          "demonstration.", "",
           "| model | prompt | targets | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
     for m, by in res.items():
         md += [f"| {m} | {kind} | {v['targets']} | " + " | ".join(str(v[c]) for c in cols) + " |"

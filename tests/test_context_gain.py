@@ -72,5 +72,9 @@ def test_answer_shown_is_the_t_prompt_with_the_target_itself_as_its_last_demonst
         assert before == with_t["prompt"].split("### Third Example: ")[0]  # T's first two demonstrations
         assert third.startswith(describe(row, names) + "\n" + row.sgs_wyckoff + "\n")
         assert not with_t["prompt"].split("### Third Example: ")[1].startswith(describe(row, names))
+        alone = context_gain.answer_shown(DEFAULT, "sgs-wyckoff", row, names, pool, with_t, kept=0)
+        assert alone["example_ids"] == [row.material_id] and alone["shots"] == 1
+        assert "Second Example" not in alone["prompt"]
+        assert alone["prompt"].split("### First Example: ")[1].startswith(describe(row, names) + "\n" + row.sgs_wyckoff)
         checked += 1
     assert checked >= 20
