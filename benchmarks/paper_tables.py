@@ -41,6 +41,7 @@ from _common import provenance, write  # noqa: E402
 from crystalicl.instructions import Mixture  # noqa: E402
 from crystalicl.report import PAPER_DATASET as TABLE_KEY  # noqa: E402
 from crystalicl.report import UNCOND_COLUMNS  # noqa: E402
+from crystalicl.selection import PROMPT_STRATEGIES  # noqa: E402
 from crystalicl.train import BEST_BY  # noqa: E402
 
 FORMAT_NAME = {"xyz": "XYZ", "sgs": "SGS", "sgs-wyckoff": "SGS-Wyckoff"}
@@ -238,12 +239,15 @@ class Bench:
         return 1 if gen.constrained and not gen.check_symmetry else 5
 
     # --- sampling + scoring ---------------------------------------------------------------------------
-    def conditional(self, model: Path, target: str, shots: int, strategy: str = "C", pool_split: str = "train",
-                    shuffle: bool = False, tag: str = "", side: bool = False) -> dict:
+    def conditional(self, model: Path, target: str, shots: int, strategy: str | None = None,
+                    pool_split: str = "train", shuffle: bool = False, tag: str = "", side: bool = False) -> dict:
         """Mean ± std over ``--runs`` runs of ``--n`` test prompts (all of the target's conditions); a ``side`` job
         (cross-domain, ablations) over ``--side-runs`` runs of ``--side-n``, a documented subset where their many
         3-shot jobs at the full size do not fit. Another prompt count samples into its own directories: a run's
-        directory is resumed by prompt, so it must not mix prompt sets."""
+        directory is resumed by prompt, so it must not mix prompt sets. ``strategy``: by default ``--selection``
+        for few-shot prompts (a 0-shot job keeps C's directory name: it shows no demonstrations)."""
+        if strategy is None:
+            strategy = getattr(self.a, "selection", "C") if shots else "C"
         n, runs = self.a.n, self.a.runs
         if side:
             n, runs = getattr(self.a, "side_n", None) or n, getattr(self.a, "side_runs", None) or runs
@@ -808,6 +812,10 @@ def main():
     ap.add_argument("--uncond-share", dest="uncond_share", type=float, default=0.0,
                     help="share of every arm's zero-shot instructions written without conditions (Mixture."
                          "unconditional; 0: the paper's mixture). Use its own --work and --name.")
+    ap.add_argument("--selection", default="C", choices=PROMPT_STRATEGIES,
+                    help="how the few-shot prompts of the conditional and cross-domain tables and of the mixtures "
+                         "ablation choose their demonstrations (the inference ablation tries the paper's four); CL "
+                         "(ours): C's matches of the one Wyckoff layout most of them share")
     ap.add_argument("--name", default="paper_tables", help="results file (benchmarks/results/NAME.json)")
     ap.add_argument("--n", type=int, default=1000, help="prompts per run")
     ap.add_argument("--runs", type=int, default=5)
@@ -889,7 +897,7 @@ def main():
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",
-                "icl_arm", "mixture_arms"):
+                "icl_arm", "mixture_arms", "selection"):
         if getattr(a, key) != ap.get_default(key):
             setup[key] = getattr(a, key)
     if a.base_model:

@@ -1,4 +1,4 @@
-"""Conditions, templates, example selection (C, F, CF, R) and instruction-set building on real crystals."""
+"""Conditions, templates, example selection (C, F, CF, R, CL, T, A) and instruction-set building on real crystals."""
 
 import numpy as np
 import pandas as pd
@@ -126,6 +126,42 @@ def test_template_strategy_shows_demonstrations_of_the_targets_own_layout(mp_poo
     assert full >= 20 and relaxed >= 20
     with pytest.raises(ValueError, match="layout"):
         pool.select("T", {"formula": "NaCl"}, ["formula"], 2, rng)
+
+
+def test_consensus_layout_strategy_shows_the_matches_most_common_layout(mp_pool):
+    """CL: condition-matched demonstrations (C's filter) of the one layout most of the matches share, K of them
+    while that many share it; else its members first and C's other matches after (relaxed-layout)."""
+    from collections import Counter
+
+    from crystalicl.text.sgs import layout
+
+    _, pool = mp_pool
+    rng = np.random.default_rng(0)
+    names = ["formula", "space_group"]
+    layouts = [layout(t) for t in pool.frame.sgs_wyckoff]
+    anon = pool.frame.formula.map(anonymized_formula).to_numpy()
+    full = relaxed = mixed = 0
+    for t in range(len(pool)):
+        row = pool.frame.iloc[t]
+        matches = [i for i in range(len(pool)) if i != t and anon[i] == anon[t]
+                   and pool.frame.space_group[i] == row.space_group]
+        if len(matches) < 3:
+            continue
+        counts = Counter(layouts[i] for i in matches)
+        top = max(counts.values())
+        sel = pool.select("CL", {"formula": row.formula, "space_group": int(row.space_group)}, names, 3, rng,
+                          exclude_id=row.material_id)
+        assert len(sel.indices) == 3 and t not in sel.indices and set(sel.indices) <= set(matches)
+        first = layouts[sel.indices[0]]
+        assert counts[first] == top  # the majority layout (one of them, on a tie)
+        assert [layouts[i] == first for i in sel.indices] == [k < min(3, top) for k in range(3)]
+        assert (sel.fallback is None) == (top >= 3)
+        full += top >= 3
+        relaxed += sel.fallback == "relaxed-layout"
+        c = pool.select("C", {"formula": row.formula, "space_group": int(row.space_group)}, names, 3, rng,
+                        exclude_id=row.material_id)
+        mixed += len({layouts[i] for i in c.indices}) > 1
+    assert full >= 30 and relaxed >= 15 and mixed >= 30  # where C shows several layouts, CL shows one
 
 
 def test_answer_strategy_shows_the_target_itself_among_its_layouts_templates(mp_pool):

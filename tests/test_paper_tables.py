@@ -268,6 +268,38 @@ def test_sample_only_draws_every_sample_the_tables_score_and_scores_none(monkeyp
         "trained on NVIDIA H200, sampled on 1 × NVIDIA H200, scored on 2 CPUs")
 
 
+def test_selection_chooses_the_demonstrations_of_few_shot_rows_in_their_own_directories(monkeypatch, tmp_path):
+    """``--selection CL``: the 3-shot rows select with CL into directories named for it; 0-shot rows keep C's name
+    (they show nothing), so their samples are shared with a run at the default selection."""
+    import pandas as pd
+
+    import crystalicl.data.prepare
+    import crystalicl.generate
+    import crystalicl.instructions
+
+    a = argparse.Namespace(datasets=["perov5"], formats=["sgs"], curriculum=0.0, arms=["CrystalICL"],
+                           work=str(tmp_path), name="unused", runs=1, n=3, batch_size=4, max_tokens=8, workers=1,
+                           sample_only=True, processes=1, temperature=0.9, filler_floor=None, selection="CL")
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "model", lambda ds, arm, fmt: tmp_path / ds / f"{arm}-{fmt}" / "model")
+    monkeypatch.setattr(b, "generator", lambda model: argparse.Namespace(constrained=None))
+    monkeypatch.setattr(crystalicl.data.prepare, "load_prepared", lambda ds, split: pd.DataFrame({"x": range(5)}))
+    monkeypatch.setattr(crystalicl.instructions, "load_pool", lambda *args, **kw: None)
+    asked = []
+    monkeypatch.setattr(crystalicl.generate, "conditional_jobs",
+                        lambda gen, targets, pool, names, shots, strategy, **kw: asked.append((shots, strategy)) or [])
+
+    def draw(gen, jobs, out, **kw):
+        out.mkdir(parents=True)
+        (out / "samples.jsonl").write_text(json.dumps({"id": "0", "seconds": 0.5}) + "\n")
+
+    monkeypatch.setattr(crystalicl.generate, "generate_to_file", draw)
+    paper_tables.sample_models(b, ["conditional"])
+    assert sorted(asked) == [(0, "C"), (3, "CL")]
+    assert sorted(p.name for p in (tmp_path / "perov5" / "CrystalICL-sgs").iterdir()) == [
+        "cond-perov5-0shot-C-run0", "cond-perov5-3shot-CL-run0"]
+
+
 def test_side_tables_sample_their_subset_into_their_own_directories(monkeypatch, tmp_path):
     """``--side-n``/``--side-runs`` shrink the cross-domain and ablation jobs only, and a job at another prompt
     count samples into its own directory: a directory is resumed prompt by prompt, so a 200-prompt job sharing

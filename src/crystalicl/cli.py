@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--split", default="test")
     q.add_argument("--condition", default=None, help="comma-separated conditions (default: all the dataset has)")
     q.add_argument("--shots", type=int, default=3)
-    q.add_argument("--strategy", default="C", choices=("C", "F", "CF", "R"))
+    q.add_argument("--strategy", default="C", choices=("C", "F", "CF", "R", "CL"),
+                   help="demonstration selection (crystalicl.selection); CL (ours): C's matches sharing one layout")
     q.add_argument("--pool", default="train")
     q.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     q.add_argument("--temperature", type=float, default=0.9)

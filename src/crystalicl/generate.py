@@ -274,7 +274,7 @@ class Generator:
         """Sample ``n`` crystals for target ``conditions`` with demonstrations.
 
         ``examples``: None (zero-shot), a list of pymatgen Structures (your own related crystals), or a
-        strategy name ``"C" | "F" | "CF" | "R"`` choosing ``k`` demonstrations from ``pool``
+        strategy name ``"C" | "F" | "CF" | "R" | "CL"`` choosing ``k`` demonstrations from ``pool``
         (:class:`crystalicl.selection.Pool`), drawn afresh for every sample.
         """
         rng = np.random.default_rng(seed)

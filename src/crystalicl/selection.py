@@ -7,6 +7,10 @@
   fingerprints);
 - ``CF``: a random anchor among the condition-matched crystals and its K−1 nearest neighbours among them;
 - ``R``: K random crystals;
+- ``CL`` (consensus layout; ours): C's condition-matched crystals that share the Wyckoff layout most of them have
+  (ties: the layout of the best-ranked one), ranked as C ranks, then C's other matches when fewer than K share
+  it (``relaxed-layout``). Every matched crystal's layout gives the target's stoichiometry and group; showing
+  one layout K times makes it the one to copy (a model trained on T's demonstrations copies consistent ones);
 - ``T`` (template; training only, ours): pool crystals with the target's own Wyckoff layout (space group,
   labels in orbit order, anonymised formula: :func:`crystalicl.text.sgs.layout`), ranked as C ranks, then
   C's matches when fewer than K share it (``relaxed-layout``). It reads the target's structure, which a
@@ -29,8 +33,9 @@ import pandas as pd
 
 from crystalicl.conditions import CONTINUOUS
 
-STRATEGIES = ("C", "F", "CF", "R")  # for prompts: they need only the target's conditions
-TRAINING_STRATEGIES = (*STRATEGIES, "T")
+STRATEGIES = ("C", "F", "CF", "R")  # the paper's: they need only the target's conditions
+PROMPT_STRATEGIES = (*STRATEGIES, "CL")  # CL (ours) too needs only the conditions
+TRAINING_STRATEGIES = (*PROMPT_STRATEGIES, "T")
 
 
 @cache
@@ -72,13 +77,18 @@ class Pool:
         return len(self.frame)
 
     @cached_property
-    def _by_layout(self) -> dict[tuple, np.ndarray]:
-        """Pool indices by Wyckoff layout of their SGS-Wyckoff text (built on T's first use)."""
+    def _layouts(self) -> list[tuple | None]:
+        """Wyckoff layout of every pool crystal's SGS-Wyckoff text (built on T's or CL's first use)."""
         from crystalicl.text.sgs import layout
 
+        return [layout(text) for text in self.frame["sgs_wyckoff"]]
+
+    @cached_property
+    def _by_layout(self) -> dict[tuple, np.ndarray]:
+        """Pool indices by Wyckoff layout."""
         out: dict[tuple, list[int]] = {}
-        for i, text in enumerate(self.frame["sgs_wyckoff"]):
-            out.setdefault(layout(text), []).append(i)
+        for i, key in enumerate(self._layouts):
+            out.setdefault(key, []).append(i)
         return {key: np.array(idx, int) for key, idx in out.items() if key is not None}
 
     def index_of(self, material_id) -> int | None:
@@ -120,6 +130,26 @@ class Pool:
             chosen.extend(self.rank(np.setdiff1d(idx, chosen), target, names, rng).tolist())
         return np.array(chosen, int), fallback
 
+    def _consensus(self, target, names, k, rng, exclude) -> tuple[list[int], str | None]:
+        """CL: the strictest non-empty level of condition matches votes for one layout; its members first."""
+        matched, fallback = self._matched(target, names, k, rng, exclude)
+        sets, _ = self.condition_candidates(target, names, exclude)
+        core = set(next((s for s in sets if len(s)), sets[-1]).tolist())
+        voters = [i for i in matched.tolist() if i in core]  # ranked as C ranks
+        counts: dict[tuple, int] = {}
+        for i in voters:
+            if self._layouts[i] is not None:
+                counts[self._layouts[i]] = counts.get(self._layouts[i], 0) + 1
+        if not counts:
+            return matched[:k].tolist(), fallback
+        top = max(counts.values())
+        winner = next(self._layouts[i] for i in voters if counts.get(self._layouts[i]) == top)
+        chosen = [i for i in voters if self._layouts[i] == winner][:k]
+        if len(chosen) < k:
+            chosen += [i for i in matched.tolist() if i not in chosen][:k - len(chosen)]
+            fallback = fallback or "relaxed-layout"
+        return chosen, fallback
+
     # --- fingerprint neighbours ---------------------------------------------------------------------
     def nearest(self, anchor: int, k: int, among: np.ndarray | None = None, exclude=()) -> np.ndarray:
         """The k nearest pool crystals to ``anchor`` by Euclidean fingerprint distance (exact, vectorised)."""
@@ -149,6 +179,8 @@ class Pool:
         elif strategy == "C":
             matched, fallback = self._matched(target, names, k, rng, exclude)
             chosen = matched[:k].tolist()
+        elif strategy == "CL":
+            chosen, fallback = self._consensus(target, names, k, rng, exclude)
         elif strategy == "T":
             if layout is None:
                 raise ValueError("T chooses demonstrations by the target's own Wyckoff layout; give it (layout=): "
