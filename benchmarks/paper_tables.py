@@ -10,7 +10,9 @@ Tables (``--tables``):
   carrying all the dataset's conditions; mean and std over runs. With ``--curriculum F`` also
   CrystalICL+curriculum: share F of the same budget on the baseline's zero-shot whole-text instructions, then
   the mixture from those weights (a from-scratch model first learns to read the formula, which the paper's
-  pretrained LLM could already do).
+  pretrained LLM could already do). Ours: ``--copy-stage F`` puts share F of the budget on copy instructions (the
+  target as its own one demonstration) between the two stages; ``--selection CL`` shows the few-shot rows
+  condition-matched demonstrations of one shared Wyckoff layout.
 - ``unconditional`` (Table 2): validity, COV-R/P, wdist of ``--n-uncond`` samples per model.
 - ``cross-domain`` (Fig. 5): the MP-20 CrystalICL model prompted with Perov-5 / Carbon-24 conditions and
   demonstrations from that domain's training pool.
@@ -57,6 +59,10 @@ MIXTURES = {  # training arms
     "TA": Mixture(strategies=("T", "A")),  # ours: T, and half the few-shot instructions show the answer itself
 }
 STAGE1_ARM = "CrystalLLM"  # whose zero-shot whole-text instructions a curriculum's first stage trains on
+# ours, --copy-stage: 1-shot instructions whose one demonstration is the target itself, between a curriculum's
+# stages. Copying the answer needs induction alone; a tiny model learns it here and then uses real demonstrations.
+COPY_ARM = "copy"
+MIXTURES[COPY_ARM] = Mixture(zero_shot=False, strategies=("A",), shots=(1,), aux=0.0)
 DEFAULT_EPOCHS = 20.0  # the cap on epochs; also what runs from before it was recorded used
 PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
 
@@ -106,7 +112,7 @@ class Bench:
             mix = replace(mix, translate=True)  # the CrystaLLM baseline's augmentation
         if self.a.uncond_share:
             mix = replace(mix, unconditional=self.a.uncond_share)
-        if mix.few_shot and self.a.few_shot != 1:
+        if mix.few_shot and self.a.few_shot != 1 and arm != COPY_ARM:  # a target has one copy record
             mix = replace(mix, few_shot=self.a.few_shot)
         data, val = d / "train.jsonl", d / "val.jsonl"
         if not data.exists():
@@ -121,8 +127,8 @@ class Bench:
         ``<arm>+curriculum`` spends the first ``--curriculum`` share of the same budget on the zero-shot,
         whole-text instructions of the CrystalLLM arm (with ``--switch-at``: at most that share, until the model
         copies the formula that well; with ``--stage1-patience``: until its validation loss stops falling), then
-        the rest on the arm's mixture from those weights.
-        That first stage is the same for every curriculum arm of a dataset and format, so it is trained once.
+        the rest on the arm's mixture from those weights; ``--copy-stage``: a copy stage between the two.
+        The first stages are the same for every curriculum arm of a dataset and format, so they are trained once.
         """
         from crystalicl.model.loading import read_meta
 
@@ -130,22 +136,31 @@ class Bench:
         d = self.work / ds / f"{arm}-{fmt}"
         out = d / "model"
         init = d.parent / f"curriculum-stage1-{fmt}" if curriculum else None
+        copy = d.parent / f"curriculum-copy-{fmt}" if curriculum and self.copy_share else None
         if not (out / "crystalicl.json").exists():
-            self._train(ds, base, fmt, out, init)
-        stages = [read_meta(m)["metrics"] for m in ([init, out] if init is not None else [out])]
+            self._train(ds, base, fmt, out, init, copy)
+        stages = [read_meta(m)["metrics"] for m in (init, copy, out) if m is not None]
         self.timings[f"train {ds} {arm} {fmt}"] = sum(m["seconds"] for m in stages)  # read back: exact on resume
         self.trained_on.setdefault(TABLE_KEY[ds], set()).update(m["hardware"] for m in stages if "hardware" in m)
         self.training.setdefault(TABLE_KEY[ds], {})[f"{arm} ({FORMAT_NAME[fmt]})"] = _training_summary(stages[-1])
+        if copy is not None:
+            self.training[TABLE_KEY[ds]][f"copy stage ({FORMAT_NAME[fmt]})"] = _training_summary(stages[1])
         return out
+
+    @property
+    def copy_share(self) -> float:
+        return getattr(self.a, "copy_stage", 0.0) or 0.0
 
     def prepare(self, ds: str, arm: str, fmt: str) -> None:
         """Build the instruction sets :meth:`model` trains this arm on (a curriculum: the first stage's too)."""
         base, _, curriculum = arm.partition("+")
         if curriculum and not self.a.stage1_from:
             self.data(ds, STAGE1_ARM, fmt)
+        if curriculum and self.copy_share:
+            self.data(ds, COPY_ARM, fmt)
         self.data(ds, base, fmt)
 
-    def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None) -> None:
+    def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None, copy: Path | None = None) -> None:
         from crystalicl.model.loading import META, read_meta
         from crystalicl.train import TrainConfig, train
 
@@ -156,6 +171,7 @@ class Bench:
         # varies): the first stage gets its share of it, the second what the first left
         tokens = getattr(self.a, "token_budget", None)
         budget, spent_key = (tokens, "tokens") if tokens else (self.a.budget, "seconds")
+        total = budget
 
         def share(x: float) -> dict:
             return {"token_budget": int(x)} if tokens else {"time_budget": x}
@@ -178,6 +194,18 @@ class Bench:
                     f"{init}: the curriculum's first stage spent the whole budget ({stage1[spent_key]:,.0f} "
                     f"{spent_key}, stopped by {stage1.get('stopped_by')}, copying {stage1.get('copying')}), so "
                     "nothing is left for the mixture: lower --curriculum or --switch-at, or raise the budget")
+        if copy is not None:  # its share of the whole budget, from the first stage's weights; the mixture then
+            if not (copy / META).exists():  # starts from the copy stage's
+                data, val = self.data(ds, COPY_ARM, fmt)
+                train(TrainConfig(data=str(data), val_data=str(val), out=str(copy), init_from=str(init),
+                                  **share(min(total * self.copy_share, budget)), **common))
+            budget -= read_meta(copy)["metrics"][spent_key]
+            init = copy
+            if budget <= 0:
+                from crystalicl.errors import ConfigError
+
+                raise ConfigError(f"{copy}: the first stage and the copy stage spent the whole budget: lower "
+                                  "--copy-stage, or raise the budget")
         data, val = self.data(ds, base, fmt)
         train(TrainConfig(data=str(data), val_data=str(val), out=str(out), **share(budget),
                           full_loss=base == "CrystalLLM", init_from=None if init is None else str(init), **common))
@@ -793,6 +821,11 @@ def main():
                          "many checks (200 steps each): on a small set (reduced MP-20) copying plateaus below "
                          "--switch-at while the model overfits, and the rest of the share is better spent on the "
                          "mixture")
+    ap.add_argument("--copy-stage", dest="copy_stage", type=float, default=0.0,
+                    help="ours: this share of the budget on a copy stage after the curriculum's first stage (1-shot "
+                         "instructions whose demonstration is the target itself: a tiny model learns to copy, and "
+                         "then uses demonstrations), the mixture after it (0: off; needs --curriculum). Use its own "
+                         "--work: its curriculum arms differ from one without it")
     ap.add_argument("--stage1-from", dest="stage1_from", default=None,
                     help="take the curriculum's first stage from this earlier --work directory instead of training "
                          "it (a second-stage ablation: both runs then share their first stage)")
@@ -848,6 +881,9 @@ def main():
         ap.error("--lora-grammar samples with transformers (the grammar is a logits processor): use --backend hf")
     if a.best_by != "val_loss" and not a.keep_best:
         ap.error("--best-by says what --keep-best keeps: it needs --keep-best")
+    if a.copy_stage and not (0 < a.copy_stage < 1 and a.curriculum):
+        ap.error("--copy-stage is a share of the budget (between 0 and 1) spent between a curriculum's stages: it "
+                 "needs --curriculum")
     if a.stage1_from and not a.curriculum:
         ap.error("--stage1-from reuses a curriculum's first stage: it needs --curriculum")
     if a.stage1_patience is not None and (a.stage1_patience < 1 or not a.curriculum):
@@ -897,7 +933,7 @@ def main():
                 "uncond_share",
                 "few_shot", "switch_at",
                 "stage1_patience", "stage1_from", "keep_best", "best_by", "train_seed", "train_batch_size", "backend",
-                "icl_arm", "mixture_arms", "selection"):
+                "icl_arm", "mixture_arms", "selection", "copy_stage"):
         if getattr(a, key) != ap.get_default(key):
             setup[key] = getattr(a, key)
     if a.base_model:

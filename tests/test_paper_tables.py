@@ -169,11 +169,41 @@ def test_few_shot_sets_the_k_shot_instructions_per_target_of_the_icl_arms_only(m
                         lambda ds, split, fmt, mix, **kw: built.setdefault((kw["out"].parent.name, split), mix))
     b = paper_tables.Bench(argparse.Namespace(name="unused", work=str(tmp_path), arms=[], uncond_share=0.0, workers=1,
                                               few_shot=3))
-    for arm in ("CrystalLLM", "CrystalICL", "noAux"):
+    for arm in ("CrystalLLM", "CrystalICL", "noAux", "copy"):
         b.data("perov5", arm, "sgs")
     assert built[("CrystalICL-sgs", "train")].few_shot == built[("noAux-sgs", "val")].few_shot == 3
     assert built[("noAux-sgs", "train")].aux == 0.0
     assert built[("CrystalLLM-sgs", "train")].few_shot == 0
+    copy = built[("copy-sgs", "train")]  # a target has one copy record: --few-shot would repeat it
+    assert (copy.zero_shot, copy.few_shot, copy.shots, copy.strategies, copy.aux) == (False, 1, (1,), ("A",), 0.0)
+
+
+def test_copy_stage_trains_between_the_curriculum_stages_on_its_share_of_the_tokens(monkeypatch, tmp_path):
+    """``--copy-stage 0.3``: after the first stage (which stopped early), 30 % of the whole token budget on copy
+    instructions from the first stage's weights, then the mixture from the copy stage's on what both left."""
+    import crystalicl.train
+
+    configs, spent = [], iter([300_000, 290_000, 410_000])
+
+    def fake_train(cfg):
+        configs.append(cfg)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "crystalicl.json").write_text(json.dumps({"metrics": {"tokens": next(spent)}}))
+
+    monkeypatch.setattr(crystalicl.train, "train", fake_train)
+    a = argparse.Namespace(name="unused", work=str(tmp_path), arms=[], preset="tiny", base_model=None, epochs=100.0,
+                           train_batch_size=16, train_seed=0, keep_best=True, best_by="val_loss", budget=1200.0,
+                           token_budget=1_000_000, curriculum=1.0, switch_at=0.8, stage1_patience=None,
+                           stage1_from=None, copy_stage=0.3)
+    b = paper_tables.Bench(a)
+    monkeypatch.setattr(b, "data", lambda ds, arm, fmt: (Path(f"{arm}.jsonl"), Path("val.jsonl")))
+    stage1, copy = b.work / "mp20" / "curriculum-stage1-sgs", b.work / "mp20" / "curriculum-copy-sgs"
+    b._train("mp20", "TA", "sgs", b.work / "mp20" / "TA+curriculum-sgs" / "model", stage1, copy)
+    first, copying, mixture = configs
+    assert first.full_loss and first.data == "CrystalLLM.jsonl" and first.token_budget == 1_000_000
+    assert (copying.data, copying.init_from, copying.full_loss, copying.token_budget) == (
+        "copy.jsonl", str(stage1), False, 300_000)
+    assert (mixture.data, mixture.init_from, mixture.token_budget) == ("TA.jsonl", str(copy), 410_000)
 
 
 def test_stage1_from_reuses_another_runs_first_stage_and_trains_only_the_second(monkeypatch, tmp_path):
