@@ -612,6 +612,7 @@ def markdown(res: dict) -> str:
         model = (s.get("base_model") or s["preset"]) + (kept if s.get("keep_best") else "")
         model += f", training seed {s['train_seed']}" if s.get("train_seed") else ""
         model += f", {s['few_shot']} few-shot instructions per target" if s.get("few_shot", 1) != 1 else ""
+        model += f", {s['selection']} demonstrations in few-shot prompts" if s.get("selection", "C") != "C" else ""
         uncond = s["n_uncond"] if key in res["unconditional"] else "–"
         md.append(f"| {key} | {res['protocol'].get(key, '–')} | `{model}` | {_budget(s)} | "
                   f"{s['runs']} × {s['n']} | {uncond} | {_curriculum(s)} | "
@@ -715,7 +716,8 @@ def _curriculum(setup: dict) -> str:
     text = f"{share:g}" if share else "–"
     if share and until:
         text = f"≤ {share:g}, until {' or '.join(until)}"
-    return text + (f"; first stage from `{setup['stage1_from']}`" if setup.get("stage1_from") else "")
+    text += f"; first stage from `{setup['stage1_from']}`" if setup.get("stage1_from") else ""
+    return text + (f"; then {setup['copy_stage']:g} on a copy stage" if setup.get("copy_stage") else "")
 
 
 def _machine(hw: dict) -> str:

@@ -258,6 +258,7 @@ def test_stage1_patience_ends_the_first_stage_early_and_gives_the_mixture_what_i
     text = paper_tables._curriculum({"curriculum": 0.5, "switch_at": 0.95, "stage1_patience": 3})
     assert text == "≤ 0.5, until copying ≥ 0.95 or 3 checks without a lower val loss"
     assert paper_tables._curriculum({"curriculum": 0.5}) == "0.5"
+    assert paper_tables._curriculum({"curriculum": 1.0, "copy_stage": 0.3}) == "1; then 0.3 on a copy stage"
 
 
 def test_sample_only_draws_every_sample_the_tables_score_and_scores_none(monkeypatch, tmp_path):
