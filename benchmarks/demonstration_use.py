@@ -88,6 +88,12 @@ def taught(instructions: Path) -> dict:
     return {k: {"copyable": h, "instructions": n} for k, (h, n) in sorted(out.items())}
 
 
+def control_job(job: Path) -> Path:
+    """The 0-shot samples of a few-shot job's prompts: paper_tables names 0-shot jobs for C whatever the selection
+    (they show no demonstrations)."""
+    return job.parent.parent / re.sub(r"-[1-9]shot-[A-Z]+-", "-0shot-C-", job.parent.name) / job.name
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="model directories of a paper_tables.py --work")
@@ -100,7 +106,7 @@ def main():
     for name, job in conditional_jobs(a.models).items():
         if not re.search(r"-[1-9]shot-", job.parent.name):
             continue
-        control = job.parent.parent / re.sub(r"-[1-9]shot-", "-0shot-", job.parent.name) / "samples.jsonl"
+        control = control_job(job)
         res[name] = use_of(job, control if control.exists() else None)
     md = ["# Do few-shot samples copy their demonstrations' Wyckoff layouts?", "",
           "A template: a demonstration with the target's space group and anonymised formula. Layouts are the Wyckoff "

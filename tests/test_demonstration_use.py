@@ -66,3 +66,10 @@ def test_a_training_set_counts_the_few_shot_instructions_that_reward_copying(tmp
     assert demonstration_use.taught(tmp_path / "train.jsonl") == {
         "C": {"copyable": 1, "instructions": 2}, "R": {"copyable": 0, "instructions": 1},
         "all": {"copyable": 1, "instructions": 3}}
+
+
+def test_the_control_of_any_selection_is_the_0_shot_job_paper_tables_names_for_c():
+    arm = Path("runs/w/mp20_biternary/TA+curriculum-sgs-wyckoff")
+    for job in ("cond-mp20_biternary-3shot-C-run0", "cond-mp20_biternary-3shot-CL-run0"):
+        assert demonstration_use.control_job(arm / job / "samples.jsonl") == \
+            arm / "cond-mp20_biternary-0shot-C-run0" / "samples.jsonl"
