@@ -32,7 +32,7 @@ from crystalicl.prompts import DEFAULT  # noqa: E402
 from crystalicl.selection import anonymized_formula  # noqa: E402
 from crystalicl.text.sgs import layout  # noqa: E402
 
-COLUMNS = ("prompts", "template shown", "layout of a demonstration", "layout of a template",
+COLUMNS = ("prompts", "template shown", "one layout shown", "layout of a demonstration", "layout of a template",
            "0-shot control: layout of a demonstration", "formula right, template layout",
            "formula right, other layout")
 
@@ -51,6 +51,7 @@ def use_of(job: Path, control: Path | None) -> dict:
         got = layout(r.get("text"))
         c["prompts"] += 1
         c["template shown"] += bool(templates)
+        c["one layout shown"] += len(shown) > 1 and len(layouts) == 1  # every demonstration of one layout
         c["layout of a demonstration"] += bool(got) and got[1] in layouts
         copied = bool(got) and got[1] in templates
         c["layout of a template"] += copied

@@ -40,7 +40,7 @@ def test_a_copied_template_counts_as_copied_and_the_control_as_chance(tmp_path):
         (d / "samples.jsonl").write_text(json.dumps(record) + "\n")
         jobs[shots] = d / "samples.jsonl"
     c = demonstration_use.use_of(jobs[3], jobs[0])
-    assert c["prompts"] == 1 and c["template shown"] == 1
+    assert c["prompts"] == 1 and c["template shown"] == 1 and c["one layout shown"] == 0  # two layouts
     assert c["layout of a template"] == 1 and c["layout of a demonstration"] == 1
     assert c["formula right, template layout"] == "1 of 1" and c["formula right, other layout"] == "0 of 0"
     assert c["0-shot control: layout of a demonstration"] == 1  # the other crystal is a demonstration too
