@@ -57,12 +57,12 @@ MIXTURES = {  # training arms
     "noAux": Mixture(aux=0.0),
     "T": Mixture(strategies=("T",)),  # ours: every few-shot instruction shows the target's layout where one can
     "TA": Mixture(strategies=("T", "A")),  # ours: T, and half the few-shot instructions show the answer itself
+    # ours, --copy-stage: 1-shot instructions whose one demonstration is the target itself, between a curriculum's
+    # stages. Copying the answer needs induction alone; a tiny model learns it there, then uses real demonstrations.
+    "copy": Mixture(zero_shot=False, strategies=("A",), shots=(1,), aux=0.0),
 }
 STAGE1_ARM = "CrystalLLM"  # whose zero-shot whole-text instructions a curriculum's first stage trains on
-# ours, --copy-stage: 1-shot instructions whose one demonstration is the target itself, between a curriculum's
-# stages. Copying the answer needs induction alone; a tiny model learns it here and then uses real demonstrations.
-COPY_ARM = "copy"
-MIXTURES[COPY_ARM] = Mixture(zero_shot=False, strategies=("A",), shots=(1,), aux=0.0)
+COPY_ARM = "copy"  # what a --copy-stage trains on
 DEFAULT_EPOCHS = 20.0  # the cap on epochs; also what runs from before it was recorded used
 PAPER_CONDITIONAL = ["formula", "space_group", "formation_energy", "band_gap"]
 
