@@ -161,6 +161,7 @@ class Bench:
         self.data(ds, base, fmt)
 
     def _train(self, ds: str, base: str, fmt: str, out: Path, init: Path | None, copy: Path | None = None) -> None:
+        from crystalicl.errors import ConfigError
         from crystalicl.model.loading import META, read_meta
         from crystalicl.train import TrainConfig, train
 
@@ -187,8 +188,6 @@ class Bench:
             early = self.a.switch_at or self.a.stage1_patience  # the first stage may end before its share
             budget -= read_meta(init)["metrics"][spent_key] if early else budget * self.a.curriculum
             if budget <= 0:  # the first stage never stopped early: training the mixture on nothing is no arm
-                from crystalicl.errors import ConfigError
-
                 stage1 = read_meta(init)["metrics"]
                 raise ConfigError(
                     f"{init}: the curriculum's first stage spent the whole budget ({stage1[spent_key]:,.0f} "
@@ -202,8 +201,6 @@ class Bench:
             budget -= read_meta(copy)["metrics"][spent_key]
             init = copy
             if budget <= 0:
-                from crystalicl.errors import ConfigError
-
                 raise ConfigError(f"{copy}: the first stage and the copy stage spent the whole budget: lower "
                                   "--copy-stage, or raise the budget")
         data, val = self.data(ds, base, fmt)
