@@ -25,6 +25,7 @@ the stricter matches first. F/CF use random crystals in place of neighbours lack
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 
@@ -119,27 +120,25 @@ class Pool:
         return idx[np.lexsort((rng.random(len(idx)), score))]
 
     def _matched(self, target, names, k, rng, exclude):
-        """At least k condition-matched candidates, strictest first, and the fallback that was needed."""
+        """At least k condition-matched candidates, strictest first, the fallback that was needed, and how many
+        lead them from the strictest level that has any (all of that level: it is taken whole)."""
         sets, labels = self.condition_candidates(target, names, exclude)
         chosen: list[int] = []
         fallback = None
+        strictest = 0
         for idx, label in zip(sets, labels, strict=True):
             if len(chosen) >= k:
                 break
             fallback = label
             chosen.extend(self.rank(np.setdiff1d(idx, chosen), target, names, rng).tolist())
-        return np.array(chosen, int), fallback
+            strictest = strictest or len(chosen)
+        return np.array(chosen, int), fallback, strictest
 
     def _consensus(self, target, names, k, rng, exclude) -> tuple[list[int], str | None]:
         """CL: the strictest non-empty level of condition matches votes for one layout; its members first."""
-        matched, fallback = self._matched(target, names, k, rng, exclude)
-        sets, _ = self.condition_candidates(target, names, exclude)
-        core = set(next((s for s in sets if len(s)), sets[-1]).tolist())
-        voters = [i for i in matched.tolist() if i in core]  # ranked as C ranks
-        counts: dict[tuple, int] = {}
-        for i in voters:
-            if self._layouts[i] is not None:
-                counts[self._layouts[i]] = counts.get(self._layouts[i], 0) + 1
+        matched, fallback, strictest = self._matched(target, names, k, rng, exclude)
+        voters = matched[:strictest].tolist()  # ranked as C ranks
+        counts = Counter(self._layouts[i] for i in voters if self._layouts[i] is not None)
         if not counts:
             return matched[:k].tolist(), fallback
         top = max(counts.values())
@@ -177,7 +176,7 @@ class Pool:
             cand = np.delete(np.arange(len(self)), [] if exclude is None else [exclude])
             chosen = rng.choice(cand, size=min(k, len(cand)), replace=False).tolist()
         elif strategy == "C":
-            matched, fallback = self._matched(target, names, k, rng, exclude)
+            matched, fallback, _ = self._matched(target, names, k, rng, exclude)
             chosen = matched[:k].tolist()
         elif strategy == "CL":
             chosen, fallback = self._consensus(target, names, k, rng, exclude)
@@ -190,12 +189,12 @@ class Pool:
                 same = same[same != exclude]
             chosen = self.rank(same, target, names, rng)[:k].tolist()
             if len(chosen) < k:
-                matched, _ = self._matched(target, names, k + len(chosen), rng, exclude)
+                matched, _, _ = self._matched(target, names, k + len(chosen), rng, exclude)
                 chosen += [i for i in matched.tolist() if i not in chosen][:k - len(chosen)]
                 fallback = "relaxed-layout"
         else:
             if strategy == "CF":
-                among, fallback = self._matched(target, names, k, rng, exclude)
+                among, fallback, _ = self._matched(target, names, k, rng, exclude)
             else:
                 among = np.delete(np.arange(len(self)), [] if exclude is None else [exclude])
             with_fp = among[self._has_fp[among]] if self.fingerprints is not None else among
