@@ -471,12 +471,10 @@ def _ablate_inference(b: Bench, res: dict, ds: str, model: Path, pool: str) -> N
     for strategy, shuffle in (("C", False), ("CF", False), ("F", False), ("R", False), ("C", True)):
         m = b.conditional(model, ds, 3, strategy, pool, shuffle, tag="-shuffled" if shuffle else "",
                           side=True)
-        res["ablation_inference_selection"][strategy + (" shuffled" if shuffle else "")] = [
-            round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
+        _put_row(res, "ablation_inference_selection", (strategy + (" shuffled" if shuffle else ""),), m)
         _save(b, res)
     for k in (1, 2, 3):
-        m = b.conditional(model, ds, k, "C", pool, side=True)
-        res["ablation_k"][f"K={k}"] = [round(m.get(x, float("nan")), 4) for x in PAPER_CONDITIONAL]
+        _put_row(res, "ablation_k", (f"K={k}",), b.conditional(model, ds, k, "C", pool, side=True))
         _save(b, res)
 
 
@@ -486,10 +484,19 @@ def _ablate_mixtures(b: Bench, res: dict, ds: str, fmt: str, pool: str) -> None:
     for arm in mixture_arms(b.a):
         model = b.model(ds, arm + training, fmt)
         for shots in (0, 3):
-            m = b.conditional(model, ds, shots, pool_split=pool, side=True)
-            res["ablation_instruction_types"].setdefault(f"{shots}-shot", {})[arm] = [
-                round(m.get(k, float("nan")), 4) for k in PAPER_CONDITIONAL]
+            _put_row(res, "ablation_instruction_types", (f"{shots}-shot", arm),
+                     b.conditional(model, ds, shots, pool_split=pool, side=True))
             _save(b, res)
+
+
+def _put_row(res: dict, table: str, path: tuple[str, ...], m: dict) -> None:
+    """One ablation row in the paper's layout (formula, space group, formation energy, band gap: the means over
+    runs) and its standard deviations under the same path of ``<table>_std``, as the conditional table keeps them."""
+    for key, suffix in ((table, ""), (f"{table}_std", "_std")):
+        node = res.setdefault(key, {})
+        for step in path[:-1]:
+            node = node.setdefault(step, {})
+        node[path[-1]] = [round(m.get(k + suffix, float("nan")), 4) for k in PAPER_CONDITIONAL]
 
 
 def _protocol(ds: str) -> str:
@@ -500,8 +507,9 @@ def _protocol(ds: str) -> str:
 
 PER_DATASET = ("conditional_success_rate", "conditional_success_rate_std", "conditional_extra", "unconditional",
                "curriculum_stage1", "training")
-MP20_ONLY = ("realism_MP20_conditional", "cross_domain", "ablation_instruction_types", "ablation_inference_selection",
-             "ablation_k")  # measured with MP-20 models (cross-domain: prompted for other datasets)
+ABLATIONS = ("ablation_instruction_types", "ablation_inference_selection", "ablation_k")
+MP20_ONLY = ("realism_MP20_conditional", "cross_domain", *ABLATIONS, *(f"{t}_std" for t in ABLATIONS)
+             )  # measured with MP-20 models (cross-domain: prompted for other datasets)
 
 
 def _setup_of(res: dict) -> dict[str, dict]:
@@ -662,7 +670,10 @@ def markdown(res: dict) -> str:
                 ("–" if v is None else f"{v:.3f}") + (f" [{p[i]:.3f}]" if p and p[i] is not None else "")
                 for i, v in enumerate(row)) + " |")
         md.append("")
-    side = _side(res["setup_by_dataset"].get("MP20", {}))
+    mp20 = res["setup_by_dataset"].get("MP20", {})
+    side = _side(mp20)
+    runs = mp20.get("side_runs") or mp20.get("runs", 1)  # a std over one run says nothing: none shown
+    std = {t: res.get(f"{t}_std", {}) if runs > 1 else {} for t in ABLATIONS}
     for title, key in (("Cross-domain", "cross_domain"),):
         for tgt, arms in res[key].items():
             md += [f"## {title}: {tgt}{side}", "", "| arm | formula | space group | parse |", "|---|---|---|---|"]
@@ -677,11 +688,12 @@ def markdown(res: dict) -> str:
     mixtures = paper.get("ablation_instruction_types_3shot_MP20_train_MP30_demos", {})
     for shots, rows in res["ablation_instruction_types"].items():
         md += _rows_md(f"Ablation: instruction mixtures, {shots} (every model trained as {arm} is){side}", rows,
-                       mixtures.get(shots, {}))
+                       mixtures.get(shots, {}), std=std["ablation_instruction_types"].get(shots))
     md += _rows_md(f"Ablation: demonstration selection, 3-shot ({arm}){side}", res["ablation_inference_selection"],
-                   paper.get("ablation_inference_selection_3shot", {}))
+                   paper.get("ablation_inference_selection_3shot", {}), std=std["ablation_inference_selection"])
     md += _rows_md(f"Ablation: number of C demonstrations ({arm}){side}", res["ablation_k"],
-                   {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")})
+                   {f"K={k[0]}": v for k, v in paper.get("ablation_shots", {}).items() if k.endswith("Shot-C")},
+                   std=std["ablation_k"])
     return "\n".join(md)
 
 
@@ -740,17 +752,18 @@ def _paper_name(name: str) -> str:
 
 
 def _rows_md(title: str, rows: dict[str, list], paper: dict[str, list],
-             columns: list[str] = PAPER_CONDITIONAL) -> list[str]:
-    """One MP-20 table of rows (default columns: formula, space group, formation energy, band gap), the
-    paper's row in brackets."""
+             columns: list[str] = PAPER_CONDITIONAL, std: dict[str, list] | None = None) -> list[str]:
+    """One MP-20 table of rows (default columns: formula, space group, formation energy, band gap), ± the std
+    over runs where given, the paper's row in brackets."""
     if not rows:
         return []
-    md = [f"## {title} (paper in brackets)", "", "| | " + " | ".join(columns) + " |",
-          "|---" * (len(columns) + 1) + "|"]
+    md = [f"## {title} (" + ("ours: mean ± std over runs; " if std else "") + "paper in brackets)", "",
+          "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in rows.items():
-        p = paper.get(_paper_name(name))
+        p, sd = paper.get(_paper_name(name)), (std or {}).get(name)
         md.append(f"| {name} | " + " | ".join(
-            f"{v:.3f}" + (f" [{p[i]:.3f}]" if p else "") for i, v in enumerate(row)) + " |")
+            f"{v:.3f}" + (f" ± {sd[i]:.3f}" if sd else "") + (f" [{p[i]:.3f}]" if p else "")
+            for i, v in enumerate(row)) + " |")
     return md + [""]
 
 
@@ -941,9 +954,8 @@ def main():
         setup["arms"] = arms
     res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
            "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
-           "conditional_extra": {}, "curriculum_stage1": {}, "training": {}, "realism_MP20_conditional": {},
-           "unconditional": {}, "cross_domain": {},
-           "ablation_instruction_types": {}, "ablation_inference_selection": {}, "ablation_k": {}}
+           "conditional_extra": {}, "curriculum_stage1": {}, "training": {}, "unconditional": {},
+           **{t: {} for t in MP20_ONLY}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)
     # this run's datasets (MP-20 also for cross-domain and ablations): their setup is this run's

@@ -144,6 +144,37 @@ def test_mixture_arms_trains_and_samples_only_the_mixtures_asked_for(monkeypatch
     assert all(list(rows) == ["C"] for rows in res["ablation_instruction_types"].values())
 
 
+def test_ablation_rows_keep_their_spread_over_runs(monkeypatch, committed):
+    """The ablation tables' rows are means over ``--runs``; their std goes beside them (the paper's layout keeps
+    the means) and into the report once there is more than one run."""
+    from crystalicl.evaluate import aggregate_runs
+
+    a = argparse.Namespace(datasets=["mp20_biternary"], formats=["sgs-wyckoff"], curriculum=1.0, arms=[],
+                           icl_arm="CrystalICL+curriculum", ablations=["inference", "mixtures"], mixture_arms="TA",
+                           name="unused", work="unused", n=1000, runs=2)
+    b = paper_tables.Bench(a)
+    runs = [{"formula": 0.5, "space_group": 0.9, "formation_energy": 0.8, "band_gap": 0.6},
+            {"formula": 0.6, "space_group": 0.9, "formation_energy": 0.7, "band_gap": 0.6}]
+    monkeypatch.setattr(paper_tables, "mp20_name", lambda: "mp20_biternary")
+    monkeypatch.setattr(b, "model", lambda ds, arm, fmt: Path(ds, arm, fmt))
+    monkeypatch.setattr(b, "conditional", lambda *args, **kw: aggregate_runs(runs))
+    monkeypatch.setattr(paper_tables, "_save", lambda *args: None)
+    monkeypatch.setattr(paper_tables, "_protocol", lambda ds: "reduced")
+    res = _fresh()
+    paper_tables.run_ablations(b, res)
+    assert res["ablation_instruction_types"]["3-shot"]["TA"] == [0.55, 0.9, 0.75, 0.6]
+    assert res["ablation_instruction_types_std"]["3-shot"]["TA"] == [0.0707, 0.0, 0.0707, 0.0]
+    assert set(res["ablation_inference_selection_std"]) == set(res["ablation_inference_selection"]) == {
+        "C", "CF", "F", "R", "C shuffled"}
+    assert set(res["ablation_k_std"]) == {"K=1", "K=2", "K=3"}
+    report = committed | {t: res[t] for t in paper_tables.MP20_ONLY if t.startswith("ablation")}
+    for n_runs, shown in ((2, True), (1, False)):
+        report["setup_by_dataset"]["MP20"] |= {"runs": n_runs}
+        md = paper_tables.markdown(report)
+        assert ("| TA | 0.550 ± 0.071 | 0.900 ± 0.000 | 0.750 ± 0.071 | 0.600 ± 0.000 |" in md) is shown
+        assert ("| K=2 | 0.550 ± 0.071" in md) is shown and ("| K=2 | 0.550 [" in md) is not shown
+
+
 def test_the_template_mixture_is_trained_only_when_named():
     """T (ours) is not one of Table 3's models: all of them by default, T alone or beside C when named."""
     a = argparse.Namespace(mixture_arms=None)
