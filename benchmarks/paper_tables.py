@@ -952,10 +952,8 @@ def main():
         setup |= {"base_model": a.base_model, "preset": None}
     if arms:
         setup["arms"] = arms
-    res = {"setup": setup | {"tables": tables}, "setup_by_dataset": {},
-           "protocol": {}, "conditional_success_rate": {}, "conditional_success_rate_std": {},
-           "conditional_extra": {}, "curriculum_stage1": {}, "training": {}, "unconditional": {},
-           **{t: {} for t in MP20_ONLY}}
+    res = {"setup": setup | {"tables": tables}, **{t: {} for t in ("setup_by_dataset", "protocol", *PER_DATASET,
+                                                                  *MP20_ONLY)}}
     res["unconditional_columns"] = UNCOND_COLUMNS
     b = Bench(a)
     # this run's datasets (MP-20 also for cross-domain and ablations): their setup is this run's
