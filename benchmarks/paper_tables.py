@@ -672,8 +672,8 @@ def markdown(res: dict) -> str:
         md.append("")
     mp20 = res["setup_by_dataset"].get("MP20", {})
     side = _side(mp20)
-    runs = mp20.get("side_runs") or mp20.get("runs", 1)  # a std over one run says nothing: none shown
-    std = {t: res.get(f"{t}_std", {}) if runs > 1 else {} for t in ABLATIONS}
+    # a std over one run says nothing: none shown
+    std = {t: res.get(f"{t}_std", {}) if _side_runs(mp20) > 1 else {} for t in ABLATIONS}
     for title, key in (("Cross-domain", "cross_domain"),):
         for tgt, arms in res[key].items():
             md += [f"## {title}: {tgt}{side}", "", "| arm | formula | space group | parse |", "|---|---|---|---|"]
@@ -703,11 +703,16 @@ def _budget(setup: dict) -> str:
     return f"{tokens / 1e6:g} M tokens" if tokens else f"{setup['budget_s']:.0f} s"
 
 
+def _side_runs(setup: dict) -> int:
+    """How many runs of prompts the cross-domain and ablation tables average over."""
+    return setup.get("side_runs") or setup.get("runs", 1)
+
+
 def _side(setup: dict) -> str:
     """The cross-domain and ablation tables' prompts, where ``--side-n``/``--side-runs`` made them a subset."""
     if not (setup.get("side_n") or setup.get("side_runs")):
         return ""
-    return f", {setup.get('side_runs') or setup['runs']} × {setup.get('side_n') or setup['n']} prompts (a subset)"
+    return f", {_side_runs(setup)} × {setup.get('side_n') or setup['n']} prompts (a subset)"
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> list[str]:
